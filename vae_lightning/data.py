@@ -1,0 +1,184 @@
+"""MNIST-format data held in memory as uint8 and served as normalized batches by indexing.
+
+The images are decoded once through torchvision's dataset classes (so ``download=True``
+fetches them where there is internet); each batch is one index into a uint8 tensor and one
+vectorized normalization, with no per-sample transforms or worker processes.
+"""
+
+import socket
+from pathlib import Path
+
+import lightning as L
+import torch
+from torchvision import datasets
+
+from vae_lightning.errors import UserError
+
+DATASETS = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "kmnist": datasets.KMNIST}
+DOWNLOAD_TIMEOUT_S = 10
+
+
+def load_split(name: str, root: str, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 28, 28) uint8 and labels (N,) int64 of one official split."""
+    cls = DATASETS[name]
+    where = Path(root) / cls.__name__ / "raw"
+    fix = f"set data.root=... (or DATA_DIR=...) to a folder holding {cls.__name__}/raw/*-ubyte"
+    if Path(root).exists() and not Path(root).is_dir():
+        raise UserError(f"data.root={root} is a file, not a folder: {fix}")
+    try:
+        ds = cls(root, train=train, download=False)
+    except RuntimeError:
+        if not download:
+            raise UserError(f"{cls.__name__} not found in {where} and data.download=false: {fix}") from None
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+        try:
+            ds = cls(root, train=train, download=True)
+        except Exception as e:  # no internet, mirror down, disk full...
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"{cls.__name__} not found in {where} and the download failed ({reason}): {fix}") from None
+        finally:
+            socket.setdefaulttimeout(previous)
+    return ds.data, ds.targets
+
+
+class IndexBatches:
+    """Yields index tensors: one batch each, a new permutation per epoch, this rank's shard only.
+
+    Lightning calls ``set_epoch`` at the start of each epoch (as for a DistributedSampler), so
+    the order depends only on (seed, epoch) and a resumed run sees the same batches.
+    Under DDP every rank takes an equal, disjoint share: no sample is seen twice in an epoch.
+    """
+
+    def __init__(self, n, batch_size, shuffle=False, seed=0, rank=0, world_size=1, drop_last=False):
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _shard_size(self) -> int:
+        return self.n // self.world_size
+
+    def __len__(self) -> int:
+        size = self._shard_size()
+        return size // self.batch_size if self.drop_last else -(-size // self.batch_size)
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        order = order[: self._shard_size() * self.world_size][self.rank :: self.world_size]
+        for i in range(len(self)):
+            yield order[i * self.batch_size : (i + 1) * self.batch_size]
+
+
+class TensorBatches:
+    """An iterable of (images, labels) batches drawn from in-memory uint8 images.
+
+    Shaped like a DataLoader whose sampler yields whole batches (``batch_sampler`` None), so
+    Lightning finds the sampler, calls its ``set_epoch`` and leaves the loader otherwise alone.
+    """
+
+    batch_sampler = None
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, sampler: IndexBatches, mean: float, std: float):
+        self.images, self.labels, self.sampler = images, labels, sampler
+        self.mean, self.std = mean, std
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for idx in self.sampler:
+            idx = idx.to(self.images.device)
+            yield normalize(self.images[idx], self.mean, self.std), self.labels[idx]
+
+
+def normalize(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 (B, H, W) -> float (B, 1, H, W) in ((0 - mean) / std, (1 - mean) / std)."""
+    x = images.unsqueeze(1).float().div_(255.0)
+    if mean != 0.0 or std != 1.0:
+        x = x.sub_(mean).div_(std)
+    return x
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """MNIST, Fashion-MNIST or KMNIST: train/val split of the training set, official test set.
+
+    ``batch_size`` is the global batch: under DDP each of the world_size ranks serves
+    batch_size // world_size samples per step.
+    """
+
+    image_shape = (1, 28, 28)
+
+    def __init__(
+        self,
+        name: str = "mnist",
+        root: str = "data",
+        batch_size: int = 64,
+        val_size: int = 5000,
+        mean: float = 0.0,
+        std: float = 1.0,
+        download: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if name not in DATASETS:
+            raise UserError(f"data.name={name!r} is not one of {sorted(DATASETS)}")
+        self.name, self.root, self.batch_size, self.val_size = name, str(root), batch_size, val_size
+        self.mean, self.std, self.download, self.seed = float(mean), float(std), download, seed
+        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def data_range(self) -> tuple[float, float]:
+        """The interval normalized pixels lie in: black and white after (x - mean) / std."""
+        return (0.0 - self.mean) / self.std, (1.0 - self.mean) / self.std
+
+    def prepare_data(self) -> None:
+        for train in (True, False):
+            load_split(self.name, self.root, train, self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits:
+            return
+        images, labels = load_split(self.name, self.root, True, self.download)
+        if not 0 < self.val_size < len(images):
+            raise UserError(f"data.val_size={self.val_size} must lie between 1 and {len(images) - 1} (training set size - 1)")
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
+        val, train = order[: self.val_size], order[self.val_size :]
+        self._splits["train"] = images[train], labels[train]
+        self._splits["val"] = images[val], labels[val]
+        self._splits["test"] = load_split(self.name, self.root, False, self.download)
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw uint8 images and labels of 'train', 'val' or 'test' (after setup)."""
+        self.setup()
+        return self._splits[name]
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def loader(self, name: str, shuffle: bool = False, drop_last: bool = False) -> TensorBatches:
+        rank, world = self._rank_and_world()
+        if self.batch_size % world:
+            raise UserError(
+                f"data.batch_size={self.batch_size} is the global batch and must divide by the "
+                f"{world} devices: use a multiple of {world}"
+            )
+        images, labels = self.split(name)
+        sampler = IndexBatches(len(images), self.batch_size // world, shuffle, self.seed, rank, world, drop_last)
+        return TensorBatches(images, labels, sampler, self.mean, self.std)
+
+    def train_dataloader(self) -> TensorBatches:
+        return self.loader("train", shuffle=True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self.loader("val")
+
+    def test_dataloader(self) -> TensorBatches:
+        return self.loader("test")

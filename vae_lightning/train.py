@@ -1,0 +1,94 @@
+"""Entry point: ``python -m vae_lightning.train [overrides]`` (Hydra; ``-m`` for sweeps)."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from vae_lightning.config import validate
+from vae_lightning.errors import UserError
+from vae_lightning.resolvers import register_resolvers
+
+register_resolvers()
+
+
+def build(cfg: DictConfig):
+    """DataModule, LightningModule and Trainer from the composed config."""
+    datamodule = instantiate(cfg.data)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    model = instantiate(
+        cfg.model,
+        input_shape=datamodule.image_shape,
+        data_range=datamodule.data_range,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=scheduler,
+    )
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, model, trainer
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write atomically: a reader never sees half a file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def hparams(config: dict) -> dict:
+    """The settings that define a run's result (no paths that change from run to run)."""
+    keep = {k: config.get(k) for k in ("seed", "model", "optimizer", "scheduler", "data")}
+    keep["trainer"] = {k: v for k, v in config["trainer"].items() if k not in ("_target_", "default_root_dir")}
+    return keep
+
+
+def train(cfg: DictConfig) -> dict:
+    """Validate, train, test; write ``metrics.json`` in the run folder; return the final metrics."""
+    validate(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, model, trainer = build(cfg)
+    datamodule.prepare_data()  # fail fast on missing data, before the trainer starts
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # last epoch's train/ and val/
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best:
+        metrics["best/val_loss"] = float(trainer.checkpoint_callback.best_model_score)
+    if cfg.get("test"):
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    if trainer.is_global_zero:
+        write_json(
+            Path(cfg.paths.output_dir) / "metrics.json",
+            {
+                "metrics": metrics,
+                "epochs": trainer.current_epoch,
+                "global_step": trainer.global_step,
+                "best_checkpoint": Path(best).name if best else None,
+                "hparams": hparams(model.run_config),
+            },
+        )
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    except UserError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    metric = cfg.get("optimized_metric")
+    return metrics.get(metric) if metric else None
+
+
+if __name__ == "__main__":
+    main()
