@@ -1,0 +1,105 @@
+"""The real entry point end to end: a short run's folder, TensorBoard content, learning, reproducibility."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import SHARED_DATA, TINY, run_train
+
+SCALARS = ["train/loss", "train/recon", "train/kl", "val/loss", "val/recon", "val/kl"]
+
+
+def train_tiny(root: Path, run_dir: Path, *extra: str):
+    proc = run_train(f"data.root={root}", f"hydra.run.dir={run_dir}", *TINY, *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_mnist, tmp_path_factory):
+    return train_tiny(tiny_mnist, tmp_path_factory.mktemp("runs") / "a", "trainer.max_epochs=3")
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    return acc.Reload()
+
+
+def test_run_folder_holds_config_checkpoints_and_metrics(tiny_run):
+    assert (tiny_run / ".hydra" / "config.yaml").is_file() and (tiny_run / ".hydra" / "overrides.yaml").is_file()
+    ckpts = sorted(p.name for p in (tiny_run / "checkpoints").iterdir())
+    assert "last.ckpt" in ckpts and any(n.startswith("best-epoch") for n in ckpts)
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    for key in SCALARS + ["test/loss", "best/val_loss"]:
+        assert key in metrics["metrics"], key
+    assert metrics["epochs"] == 3 and metrics["global_step"] == 3 * 16  # ceil(500 / 32) steps per epoch
+    assert metrics["hparams"]["model"]["latent_dim"] == 20 and metrics["hparams"]["data"]["batch_size"] == 32
+    ckpt = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["run_config"]["model"]["loss"] == "bce" and ckpt["hyper_parameters"]["latent_dim"] == 20
+
+
+def test_tensorboard_has_every_scalar_and_image_for_every_epoch(tiny_run):
+    acc = events(tiny_run)
+    tags = acc.Tags()
+    for tag in SCALARS:
+        assert len(acc.Scalars(tag)) == 3, tag
+    assert any(t.startswith("lr-") for t in tags["scalars"])
+    for tag in ("samples", "reconstructions"):
+        assert [e.step for e in acc.Images(tag)] == [0, 1, 2], tag
+    sample = acc.Images("samples")[0]
+    assert (sample.width, sample.height) == (4 * 30 + 2, 4 * 30 + 2)  # a 4x4 grid of 28x28 with 2px padding
+    recon = acc.Images("reconstructions")[0]
+    assert (recon.width, recon.height) == (16 * 30 + 2, 2 * 30 + 2)  # inputs above reconstructions
+    hparams = acc.summary_metadata.get("_hparams_/experiment") or {}
+    assert "_hparams_/experiment" in tags["tensors"] or hparams, tags
+
+
+def test_hparams_dashboard_uses_val_loss(tiny_run):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = events(tiny_run)
+    content = acc.PluginTagToContent("hparams")
+    exp = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert [m.name.tag for m in exp.metric_infos] == ["val/loss"]
+    names = {h.name for h in exp.hparam_infos}
+    assert {"model.latent_dim", "optimizer.lr", "model.loss", "data.batch_size", "seed"} <= names
+
+
+def test_loss_goes_down(tiny_run):
+    acc = events(tiny_run)
+    train = [e.value for e in acc.Scalars("train/loss")]
+    val = [e.value for e in acc.Scalars("val/loss")]
+    assert train[-1] < train[0] * 0.9, train
+    assert min(val[1:]) < val[0], val
+    assert val[-1] < 0.6 * 784 * math.log(2), val  # an untrained decoder scores ~784 log 2 nats
+
+
+def test_same_seed_same_metrics(tiny_mnist, tmp_path):
+    a = train_tiny(tiny_mnist, tmp_path / "a", "seed=7")
+    b = train_tiny(tiny_mnist, tmp_path / "b", "seed=7")
+    assert (a / "metrics.json").read_bytes() == (b / "metrics.json").read_bytes()
+    c = train_tiny(tiny_mnist, tmp_path / "c", "seed=8")
+    assert json.loads((a / "metrics.json").read_text())["metrics"] != json.loads((c / "metrics.json").read_text())["metrics"]
+
+
+def test_bce_on_minus_one_one_is_refused_from_the_command_line(tiny_mnist, tmp_path):
+    proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={tmp_path / 'r'}", "data.mean=0.5", "data.std=0.5")
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: model.loss=bce") and "data.mean=0 data.std=1" in lines[-1], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "r" / "checkpoints").exists() and not (tmp_path / "r" / "tensorboard").exists()
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "FashionMNIST").is_dir(), reason="needs ../shared/data (Fashion-MNIST)")
+def test_one_real_epoch_on_fashion_mnist(tmp_path):
+    proc = run_train(f"data.root={SHARED_DATA}", "data=fashion_mnist", f"hydra.run.dir={tmp_path}",
+                     "trainer.max_epochs=1", "trainer.enable_progress_bar=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["global_step"] == 860  # ceil(55000 / 64)
+    assert 230 < metrics["metrics"]["val/loss"] < 290, metrics["metrics"]  # nats per image after one epoch
