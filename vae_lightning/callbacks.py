@@ -7,6 +7,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 from torchvision.utils import make_grid
 
+from vae_lightning.data import DATASETS, normalize
+from vae_lightning.losses import kl_per_dim
+
 
 def tensorboard(trainer: L.Trainer):
     """The SummaryWriter of the trainer's TensorBoardLogger, or None when there is none."""
@@ -57,6 +60,61 @@ class Reconstructions(L.Callback):
         recon = pl_module.reconstruct(self.inputs).cpu()
         images = pl_module.to_unit_range(torch.cat([self.inputs.to(recon.dtype), recon]))
         writer.add_image(self.tag, make_grid(images.float(), nrow=len(self.inputs)), trainer.current_epoch)
+
+
+class KLHistogram(L.Callback):
+    """Every epoch, a histogram of the KL of each latent dim (mean over the validation set).
+
+    Collapsed dims pile up at 0 nats; the scalar ``val/kl_dims_above_0.01`` counts the others.
+    """
+
+    def __init__(self, tag: str = "kl_per_dim", threshold: float = 0.01):
+        self.tag, self.threshold = tag, threshold
+        self.total: torch.Tensor | None = None
+        self.count = 0
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        self.total, self.count = None, 0
+
+    @torch.no_grad()
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        mu, logvar = pl_module.net.encode(batch[0])
+        kl = kl_per_dim(mu.float(), logvar.float()).sum(0)
+        self.total = kl if self.total is None else self.total + kl
+        self.count += len(mu)
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer, pl_module):
+        writer = tensorboard(trainer)
+        if writer is None or self.total is None or trainer.sanity_checking:
+            return
+        kl = (self.total / self.count).cpu()
+        writer.add_histogram(self.tag, kl, trainer.current_epoch)
+        writer.add_scalar(f"val/kl_dims_above_{self.threshold:g}", int((kl > self.threshold).sum()), trainer.current_epoch)
+
+
+class LatentEmbedding(L.Callback):
+    """At the end of training, the posterior means mu(x) of test images in TensorBoard's projector,
+    with their class names and image sprites (a random subset of ``num_points``, fixed by ``seed``)."""
+
+    def __init__(self, num_points: int = 1000, seed: int = 0, tag: str = "test_mu"):
+        self.num_points, self.seed, self.tag = num_points, seed, tag
+
+    @rank_zero_only
+    @torch.no_grad()
+    def on_fit_end(self, trainer, pl_module):
+        writer, datamodule = tensorboard(trainer), trainer.datamodule
+        if writer is None or datamodule is None or not hasattr(datamodule, "split"):
+            return
+        images, labels = datamodule.split("test")
+        idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))[: self.num_points]
+        x = normalize(images[idx], datamodule.mean, datamodule.std)
+        mu = torch.cat([pl_module.net.encode(part.to(pl_module.device))[0].float().cpu() for part in x.split(500)])
+        classes = getattr(DATASETS.get(datamodule.name), "classes", None)
+        metadata = [classes[int(k)] if classes else str(int(k)) for k in labels[idx]]
+        sprites = images[idx].unsqueeze(1).float() / 255.0
+        writer.add_embedding(mu, metadata=metadata, label_img=sprites, global_step=trainer.global_step, tag=self.tag)
+        writer.flush()
 
 
 class HParams(L.Callback):

@@ -38,6 +38,10 @@ def validate(cfg: DictConfig) -> None:
     if loss not in LOSSES:
         raise UserError(f"model.loss={loss!r} is not one of {', '.join(LOSSES)}")
     check_number(cfg, "model.kl_weight", low=0, hint=" (1 is the ELBO, other values give a beta-VAE)")
+    check_number(cfg, "model.kl_warmup_epochs", integer=True, low=0, hint=" (0 = no warm-up), e.g. model.kl_warmup_epochs=10")
+    check_number(cfg, "model.free_bits", low=0, hint=" nats per latent dim (0 = off), e.g. model.free_bits=0.5")
+    if not isinstance(_get(cfg, "data.binarize"), bool):
+        raise UserError(f"data.binarize={_get(cfg, 'data.binarize')!r} must be true or false")
     check_number(cfg, "optimizer.lr", low=0, low_ok=False, hint=", e.g. optimizer.lr=1e-3")
     check_number(cfg, "data.batch_size", integer=True, low=1, hint=", e.g. data.batch_size=64")
     check_number(cfg, "data.val_size", integer=True, low=1, hint=", e.g. data.val_size=5000")

@@ -16,6 +16,7 @@ from vae_lightning.errors import UserError
 
 DATASETS = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "kmnist": datasets.KMNIST}
 DOWNLOAD_TIMEOUT_S = 10
+EVAL_BINARIZE_SEED = 1234  # val/test are binarized once with this seed, whatever data.seed is
 
 
 def load_split(name: str, root: str, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,17 +86,37 @@ class TensorBatches:
 
     batch_sampler = None
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, sampler: IndexBatches, mean: float, std: float):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        sampler: IndexBatches,
+        mean: float,
+        std: float,
+        binarize: bool = False,
+    ):
         self.images, self.labels, self.sampler = images, labels, sampler
-        self.mean, self.std = mean, std
+        self.mean, self.std, self.binarize = mean, std, binarize
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self):
+        generator = None
+        if self.binarize:  # fresh pixels every epoch, fixed by (seed, epoch, rank) so a resumed run repeats them
+            s = self.sampler
+            generator = torch.Generator(self.images.device).manual_seed((s.seed * 100_003 + s.epoch) * 1_009 + s.rank)
         for idx in self.sampler:
             idx = idx.to(self.images.device)
-            yield normalize(self.images[idx], self.mean, self.std), self.labels[idx]
+            images = self.images[idx]
+            if generator is not None:
+                images = binarize(images, generator)
+            yield normalize(images, self.mean, self.std), self.labels[idx]
+
+
+def binarize(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """uint8 grey levels -> uint8 {0, 255}: each pixel white with probability (its value / 255)."""
+    return torch.bernoulli(images.float().div_(255.0), generator=generator).mul_(255.0).to(torch.uint8)
 
 
 def normalize(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
@@ -110,7 +131,9 @@ class MNISTDataModule(L.LightningDataModule):
     """MNIST, Fashion-MNIST or KMNIST: train/val split of the training set, official test set.
 
     ``batch_size`` is the global batch: under DDP each of the world_size ranks serves
-    batch_size // world_size samples per step.
+    batch_size // world_size samples per step. ``binarize``: dynamic binarization, the standard
+    setting for likelihoods on MNIST: training pixels are drawn as Bernoulli(grey level) each time a
+    batch is served; val and test are binarized once, with a fixed seed, when the data is set up.
     """
 
     image_shape = (1, 28, 28)
@@ -125,12 +148,14 @@ class MNISTDataModule(L.LightningDataModule):
         std: float = 1.0,
         download: bool = True,
         seed: int = 0,
+        binarize: bool = False,
     ) -> None:
         super().__init__()
         if name not in DATASETS:
             raise UserError(f"data.name={name!r} is not one of {sorted(DATASETS)}")
         self.name, self.root, self.batch_size, self.val_size = name, str(root), batch_size, val_size
         self.mean, self.std, self.download, self.seed = float(mean), float(std), download, seed
+        self.binarize = bool(binarize)
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -153,9 +178,13 @@ class MNISTDataModule(L.LightningDataModule):
         self._splits["train"] = images[train], labels[train]
         self._splits["val"] = images[val], labels[val]
         self._splits["test"] = load_split(self.name, self.root, False, self.download)
+        if self.binarize:
+            for name, offset in (("val", 0), ("test", 1)):
+                generator = torch.Generator().manual_seed(EVAL_BINARIZE_SEED + offset)
+                self._splits[name] = binarize(self._splits[name][0], generator), self._splits[name][1]
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw uint8 images and labels of 'train', 'val' or 'test' (after setup)."""
+        """uint8 images and labels of 'train', 'val' or 'test' (val/test already binarized if ``binarize``)."""
         self.setup()
         return self._splits[name]
 
@@ -172,7 +201,7 @@ class MNISTDataModule(L.LightningDataModule):
             )
         images, labels = self.split(name)
         sampler = IndexBatches(len(images), self.batch_size // world, shuffle, self.seed, rank, world, drop_last)
-        return TensorBatches(images, labels, sampler, self.mean, self.std)
+        return TensorBatches(images, labels, sampler, self.mean, self.std, self.binarize and name == "train")
 
     def train_dataloader(self) -> TensorBatches:
         return self.loader("train", shuffle=True)

@@ -9,10 +9,11 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from vae_lightning.errors import UserError
-from vae_lightning.losses import LOSSES, kl_per_dim, reconstruction
+from vae_lightning.losses import LOSSES, UNIT_RANGE_LOSSES, kl_per_dim, likelihood_mean, reconstruction
 from vae_lightning.model import VAE
 
 STAGES, TERMS = ("train", "val", "test"), ("loss", "recon", "kl")
+OBJECTIVE = "objective"  # what the gradient follows in training when it differs from the ELBO
 
 
 def check_loss_matches_data(loss: str, data_range: Sequence[float]) -> None:
@@ -20,15 +21,22 @@ def check_loss_matches_data(loss: str, data_range: Sequence[float]) -> None:
     if loss not in LOSSES:
         raise UserError(f"model.loss={loss!r} is not one of {', '.join(LOSSES)}")
     lo, hi = data_range
-    if loss == "bce" and not (math.isclose(lo, 0.0, abs_tol=1e-6) and math.isclose(hi, 1.0, abs_tol=1e-6)):
+    if loss in UNIT_RANGE_LOSSES and not (math.isclose(lo, 0.0, abs_tol=1e-6) and math.isclose(hi, 1.0, abs_tol=1e-6)):
         raise UserError(
-            f"model.loss=bce needs pixels in [0, 1] but data.mean/data.std put them in [{lo:g}, {hi:g}]: "
+            f"model.loss={loss} needs pixels in [0, 1] but data.mean/data.std put them in [{lo:g}, {hi:g}]: "
             "use data.mean=0 data.std=1, or model.loss=mse for other ranges"
         )
 
 
 class VAEModule(L.LightningModule):
-    """Loss per image (nats) = recon + kl_weight * KL, summed over pixels / latent dims, mean over the batch."""
+    """ELBO training of the VAE; every term is in nats per image (summed over pixels / latent dims, batch mean).
+
+    ``loss`` (logged as */loss, monitored as val/loss) is always the true negative ELBO, recon + KL,
+    so runs with different knobs compare on the same number. The gradient follows the objective
+    recon + beta_t * sum_d max(KL_d, free_bits), where beta_t rises linearly from 0 to ``kl_weight``
+    over the first ``kl_warmup_epochs`` epochs and KL_d is the batch-mean KL of latent dim d; it is
+    logged as train/objective when it differs from the ELBO.
+    """
 
     def __init__(
         self,
@@ -36,6 +44,8 @@ class VAEModule(L.LightningModule):
         hidden_dims: Sequence[int] = (512, 256),
         loss: str = "bce",
         kl_weight: float = 1.0,
+        kl_warmup_epochs: int = 0,
+        free_bits: float = 0.0,
         input_shape: Sequence[int] = (1, 28, 28),
         data_range: Sequence[float] = (0.0, 1.0),
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
@@ -54,28 +64,49 @@ class VAEModule(L.LightningModule):
         # nan_strategy="disable": no host sync per step; divergence is caught on the loss itself.
         self.metrics = nn.ModuleDict(
             {f"{s}_{t}": MeanMetric(nan_strategy="disable") for s in STAGES for t in TERMS}
+            | {f"train_{OBJECTIVE}": MeanMetric(nan_strategy="disable")}
         )
 
     def forward(self, x: torch.Tensor):
         return self.net(x)
 
-    def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    @property
+    def shapes_objective(self) -> bool:
+        """True when a knob makes the training objective differ from the negative ELBO."""
+        hp = self.hparams
+        return hp.kl_weight != 1.0 or hp.kl_warmup_epochs > 0 or hp.free_bits > 0
+
+    def kl_weight_at(self, epoch: float) -> float:
+        """beta at a (fractional) epoch: linear from 0 to kl_weight over kl_warmup_epochs, then constant."""
+        warmup = self.hparams.kl_warmup_epochs
+        return self.hparams.kl_weight * (min(1.0, epoch / warmup) if warmup > 0 else 1.0)
+
+    def losses(self, x: torch.Tensor, kl_weight: float | None = None) -> dict[str, torch.Tensor]:
+        """loss (negative ELBO), recon and kl, plus the objective with beta = ``kl_weight`` (default: the full beta)."""
         logits, mu, logvar = self.net(x)
         recon = reconstruction(self.hparams.loss, logits, x, self.net.activate).mean()
-        kl = kl_per_dim(mu, logvar).sum(1).mean()
-        return {"loss": recon + self.hparams.kl_weight * kl, "recon": recon, "kl": kl}
+        kl_dims = kl_per_dim(mu, logvar).mean(0)
+        kl = kl_dims.sum()
+        beta = self.hparams.kl_weight if kl_weight is None else kl_weight
+        objective = recon + beta * kl_dims.clamp(min=self.hparams.free_bits).sum()
+        return {"loss": recon + kl, "recon": recon, "kl": kl, OBJECTIVE: objective}
 
-    def _step(self, stage: str, batch) -> torch.Tensor:
+    def _step(self, stage: str, batch, kl_weight: float | None = None) -> torch.Tensor:
         x, _ = batch
-        out = self.losses(x)
-        for term, value in out.items():
+        out = self.losses(x, kl_weight)
+        terms = TERMS + ((OBJECTIVE,) if stage == "train" and self.shapes_objective else ())
+        for term in terms:
             metric = self.metrics[f"{stage}_{term}"]
-            metric.update(value.detach(), weight=x.shape[0])
+            metric.update(out[term].detach(), weight=x.shape[0])
             self.log(f"{stage}/{term}", metric, on_step=False, on_epoch=True, prog_bar=term == "loss")
-        return out["loss"]
+        return out[OBJECTIVE]
 
     def training_step(self, batch, batch_idx):
-        return self._step("train", batch)
+        beta = self.hparams.kl_weight
+        if self.hparams.kl_warmup_epochs > 0:
+            beta = self.kl_weight_at(self.current_epoch + batch_idx / max(1, self.trainer.num_training_batches))
+            self.log("train/kl_weight", beta, on_step=False, on_epoch=True)
+        return self._step("train", batch, beta)
 
     def validation_step(self, batch, batch_idx):
         self._step("val", batch)
@@ -86,8 +117,9 @@ class VAEModule(L.LightningModule):
     # helpers for callbacks, eval and notebooks -------------------------------------------
     @torch.no_grad()
     def sample(self, z: torch.Tensor) -> torch.Tensor:
-        """Decoded images (N, C, H, W) in the data range for latent codes z."""
-        return self.net.decode(z.to(self.device)).view(-1, *self.input_shape)
+        """Decoded images (N, C, H, W) in the data range for latent codes z: the likelihood's mean."""
+        logits = self.net.decode_logits(z.to(self.device))
+        return likelihood_mean(self.hparams.loss, logits, self.net.activate).view(-1, *self.input_shape)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

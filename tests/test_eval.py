@@ -1,0 +1,113 @@
+"""Evaluation: the IW bound, active units, checkpoint loading and the eval entry point."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from tests.conftest import run_module
+from vae_lightning.checkpoint import load_module
+from vae_lightning.data import normalize
+from vae_lightning.errors import UserError
+from vae_lightning.metrics import active_units, iw_log_likelihood, iw_log_mean_exp
+
+
+def test_chunked_logsumexp_equals_one_pass_and_never_overflows():
+    torch.manual_seed(0)
+    w = torch.randn(37, 3, dtype=torch.float64) * 5 - 2000  # exp(-2000) underflows: only logsumexp survives
+    drawn = []
+
+    def weights(n):
+        part = w[sum(drawn) : sum(drawn) + n]
+        drawn.append(n)
+        return part
+
+    got = iw_log_mean_exp(weights, k=37, chunk=5)
+    assert drawn == [5] * 7 + [2]
+    assert torch.allclose(got, torch.logsumexp(w, 0) - math.log(37))
+    small = w + 2000  # where exp is representable, it is log(mean(exp(w)))
+    assert torch.allclose(iw_log_mean_exp(lambda n: small[:n], k=37, chunk=37), small.exp().mean(0).log())
+
+
+def test_active_units_counts_dims_whose_posterior_means_vary():
+    torch.manual_seed(0)
+    n = 5000
+    mu = torch.stack(
+        [torch.randn(n), 0.5 * torch.randn(n), 0.2 * torch.randn(n), 0.05 * torch.randn(n), torch.full((n,), 3.0)], 1
+    )  # variances 1, 0.25, 0.04, 0.0025, 0
+    count, variance = active_units(mu)
+    assert count == 3
+    assert torch.allclose(variance, torch.tensor([1.0, 0.25, 0.04, 0.0025, 0.0]), rtol=0.1, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def loaded(latent2_run):
+    module, config = load_module(latent2_run / "checkpoints" / "last.ckpt")
+    from vae_lightning.checkpoint import build_datamodule
+
+    images, _ = build_datamodule(config).split("test")
+    return module, normalize(images, 0.0, 1.0)
+
+
+def test_iw_estimate_tightens_as_k_grows_and_bounds_the_elbo(loaded):
+    module, x = loaded
+    torch.manual_seed(0)
+    with torch.no_grad():  # 200 test images; the gaps below are > 1 nat, the noise ~0.2
+        elbo = -torch.stack([module.losses(x)["loss"] for _ in range(10)]).mean().item()
+        iw = {k: iw_log_likelihood(module, x, k, max_decodes=5000).mean().item() for k in (1, 3, 30)}
+    assert abs(iw[1] - elbo) < 1.0, (iw, elbo)  # k=1 is a one-sample ELBO
+    assert iw[1] < iw[3] < iw[30], iw
+    assert iw[30] >= elbo + 1.0, (iw, elbo)
+
+
+def test_iw_estimate_does_not_depend_on_the_chunk_size(loaded):
+    module, x = loaded
+    x = x[:100]
+    torch.manual_seed(1)
+    one_pass = iw_log_likelihood(module, x, 60, max_decodes=60 * len(x))
+    torch.manual_seed(1)
+    chunked = iw_log_likelihood(module, x, 60, max_decodes=7 * len(x))  # 9 chunks of <= 7
+    assert (one_pass - chunked).abs().mean() < 0.5, (one_pass - chunked).abs().mean()
+
+
+def test_eval_entry_point_writes_eval_json_and_prints_a_table(latent2_run):
+    proc = run_module("vae_lightning.eval", f"ckpt_path={latent2_run}/checkpoints/last.ckpt", "eval.iw_samples=200")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((latent2_run / "eval.json").read_text())  # default place: the run folder
+    assert result["n_images"] == 200 and result["iw_samples"] == 200 and result["split"] == "test"
+    assert result["neg_elbo"] == pytest.approx(result["recon"] + result["kl"], rel=1e-6)
+    assert 0 < result["iw_nll"] < result["neg_elbo"] < 784 * math.log(2)
+    assert result["latent_dim"] == 2 and result["active_units"] == sum(v > 0.01 for v in result["unit_variance"])
+    for row in ("negative ELBO", "-log p(x), IW k=200", "active units", "wall time"):
+        assert row in proc.stdout
+
+
+def test_missing_checkpoint_is_one_line(tmp_path):
+    with pytest.raises(UserError, match=r"ckpt_path=.*nope.ckpt does not exist: .*checkpoints/last.ckpt"):
+        load_module(tmp_path / "nope.ckpt")
+    proc = run_module("vae_lightning.eval", f"ckpt_path={tmp_path}/nope.ckpt")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"error: ckpt_path={tmp_path}/nope.ckpt does not exist")
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint\n")
+    with pytest.raises(UserError, match=r"ckpt_path=.*notes.ckpt is not a readable checkpoint"):
+        load_module(text)
+    weights = tmp_path / "weights.pt"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), weights)  # a torch file, but not one train.py wrote
+    with pytest.raises(UserError, match=r"weights.pt is not a vae_lightning checkpoint \(no state_dict"):
+        load_module(weights)
+
+
+def test_overrides_that_conflict_with_the_checkpoint_are_refused(latent2_run, tmp_path):
+    ckpt = latent2_run / "checkpoints" / "last.ckpt"
+    with pytest.raises(UserError, match=r"data.mean=0.5 data.std=0.5 put pixels in \[-1, 1\] .* trained on \[0, 1\]"):
+        load_module(ckpt, overrides={"data.mean": 0.5, "data.std": 0.5})
+    with pytest.raises(UserError, match=r"model.latent_dim=20 conflicts with .*fixes the model \(model.latent_dim=2\)"):
+        load_module(ckpt, overrides={"model.latent_dim": 20})
+    module, config = load_module(ckpt, overrides={"data.root": str(tmp_path), "data.binarize": True})
+    assert config["data"]["root"] == str(tmp_path) and config["data"]["binarize"] is True
+    assert config["model"]["latent_dim"] == 2 and not module.training

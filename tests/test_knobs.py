@@ -1,0 +1,148 @@
+"""The research knobs: likelihoods (cb, mse), beta, KL warm-up, free bits, binarization, TensorBoard extras."""
+
+import math
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.distributions import ContinuousBernoulli
+
+from tests.conftest import REPO
+from vae_lightning.config import validate
+from vae_lightning.data import MNISTDataModule
+from vae_lightning.errors import UserError
+from vae_lightning.losses import cb_log_norm, likelihood_mean, reconstruction
+from vae_lightning.module import VAEModule
+from vae_lightning.resolvers import register_resolvers
+
+register_resolvers()
+
+LAMBDAS = torch.tensor([0.01, 0.2, 0.4999, 0.5, 0.5002, 0.7, 0.97], dtype=torch.float64)
+GRID = torch.linspace(0, 1, 200_001, dtype=torch.float64)
+
+
+def test_cb_log_normalizer_matches_numeric_integration():
+    logits = torch.logit(LAMBDAS)
+    # C(lambda) = 1 / integral_0^1 lambda^x (1 - lambda)^(1 - x) dx
+    unnormalized = LAMBDAS[:, None] ** GRID * (1 - LAMBDAS[:, None]) ** (1 - GRID)
+    numeric = -torch.trapezoid(unnormalized, GRID).log()
+    assert torch.allclose(cb_log_norm(logits), numeric, atol=1e-6)
+    assert cb_log_norm(torch.zeros(1)).item() == pytest.approx(math.log(2))  # lambda = 1/2: uniform density is 1
+
+
+def test_cb_is_a_density_on_the_unit_interval_and_samples_show_its_mean():
+    logits = torch.logit(LAMBDAS).float()
+    x = GRID.float()[:, None].expand(-1, len(LAMBDAS))
+    nll = reconstruction("cb", logits.expand(len(GRID), -1).reshape(-1, 1), x.reshape(-1, 1), torch.sigmoid)
+    density = (-nll).exp().view(len(GRID), -1).double()
+    assert torch.allclose(torch.trapezoid(density, GRID, dim=0), torch.ones(len(LAMBDAS), dtype=torch.float64), atol=1e-4)
+    mean = torch.trapezoid(GRID[:, None] * density, GRID, dim=0)
+    assert torch.allclose(likelihood_mean("cb", logits, torch.sigmoid).double(), mean, atol=1e-4)
+    assert (mean - LAMBDAS).abs().max() > 0.1  # the mean is not lambda: showing lambda would be wrong
+    module = VAEModule(latent_dim=3, hidden_dims=[16], loss="cb")
+    z = torch.randn(4, 3)
+    expected = ContinuousBernoulli(logits=module.net.decode_logits(z)).mean.view(4, 1, 28, 28)
+    assert torch.allclose(module.sample(z), expected)
+
+
+def test_mse_is_a_gaussian_density_with_variance_one_half():
+    x = torch.linspace(-6, 6, 120_001, dtype=torch.float64)[:, None]
+    logit = torch.full_like(x, 0.3)  # decoder output sigmoid(0.3) = 0.574
+    density = (-reconstruction("mse", logit, x, torch.sigmoid)).exp()
+    assert torch.trapezoid(density, x[:, 0]).item() == pytest.approx(1.0, abs=1e-6)
+    variance = torch.trapezoid((x[:, 0] - torch.sigmoid(torch.tensor(0.3))) ** 2 * density, x[:, 0])
+    assert variance.item() == pytest.approx(0.5, abs=1e-4)
+
+
+def test_kl_warmup_is_linear_from_zero_to_beta():
+    module = VAEModule(latent_dim=2, hidden_dims=[8], kl_weight=2.0, kl_warmup_epochs=4)
+    assert [module.kl_weight_at(e) for e in (0, 1, 2.5, 4, 9)] == [0.0, 0.5, 1.25, 2.0, 2.0]
+    assert VAEModule(latent_dim=2, hidden_dims=[8], kl_weight=0.5).kl_weight_at(0) == 0.5  # no warm-up
+
+
+def test_loss_stays_the_negative_elbo_and_beta_weights_only_the_objective():
+    module = VAEModule(latent_dim=4, hidden_dims=[32], kl_weight=4.0)
+    torch.manual_seed(0)
+    out = module.losses(torch.rand(16, 1, 28, 28))
+    assert out["kl"] > 0
+    assert torch.allclose(out["loss"], out["recon"] + out["kl"])
+    assert torch.allclose(out["objective"], out["recon"] + 4.0 * out["kl"])
+    torch.manual_seed(0)
+    assert torch.allclose(module.losses(torch.rand(16, 1, 28, 28), kl_weight=0.0)["objective"], out["recon"])
+
+
+def test_free_bits_stop_the_kl_gradient_below_the_threshold():
+    torch.manual_seed(0)
+    x = torch.rand(32, 1, 28, 28)
+    for free_bits, kl_gets_gradient in ((0.0, True), (5.0, False)):
+        module = VAEModule(latent_dim=4, hidden_dims=[32], free_bits=free_bits)
+        torch.manual_seed(1)
+        out = module.losses(x)
+        per_dim_floor = 4 * free_bits
+        assert out["objective"].item() == pytest.approx(out["recon"].item() + max(out["kl"].item(), per_dim_floor), rel=1e-6)
+        (out["objective"] - out["recon"]).backward()
+        assert (module.net.fc_mu.weight.grad is not None and module.net.fc_mu.weight.grad.abs().sum() > 0) == kl_gets_gradient
+
+
+def test_training_logs_the_objective_and_the_warmup_weight(tiny_mnist):
+    L.seed_everything(0)
+    dm = MNISTDataModule(root=str(tiny_mnist), batch_size=50, val_size=100, download=False)
+    module = VAEModule(latent_dim=4, hidden_dims=[32], kl_weight=2.0, kl_warmup_epochs=2, free_bits=0.1)
+    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu")
+    trainer.fit(module, datamodule=dm)
+    m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    # epoch 1 of a 2-epoch warm-up: beta = 2 * (1 + i/10) / 2 for batches i = 0..9, mean 1.45
+    assert m["train/kl_weight"] == pytest.approx(1.45, abs=1e-4)
+    assert m["val/loss"] == pytest.approx(m["val/recon"] + m["val/kl"], rel=1e-5)  # the real negative ELBO
+    assert "train/objective" in m and m["train/objective"] != pytest.approx(m["train/loss"])
+
+
+def test_binarization_is_dynamic_for_training_and_fixed_for_test(tiny_mnist):
+    dm = MNISTDataModule(root=str(tiny_mnist), batch_size=500, val_size=100, download=False, binarize=True)
+    grey = MNISTDataModule(root=str(tiny_mnist), batch_size=500, val_size=100, download=False)
+    loader = dm.train_dataloader()
+    first = next(iter(loader))[0]
+    again = next(iter(loader))[0]
+    loader.sampler.set_epoch(1)
+    other_epoch = next(iter(loader))[0]
+    assert set(first.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(first, again) and not torch.equal(first[: len(other_epoch)], other_epoch)
+    assert not torch.equal(first, next(iter(grey.train_dataloader()))[0])
+    p = next(iter(grey.train_dataloader()))[0]
+    assert (first.mean() - p.mean()).abs() < 0.005  # Bernoulli(p) draws keep the grey level on average
+    test = dm.split("test")[0]
+    assert set(test.unique().tolist()) == {0, 255}
+    other_seed = MNISTDataModule(root=str(tiny_mnist), val_size=100, download=False, binarize=True, seed=7)
+    assert torch.equal(test, other_seed.split("test")[0])  # the test set does not depend on data.seed
+
+
+def test_tensorboard_shows_kl_per_dim_each_epoch_and_the_test_embedding(latent2_run):
+    events = EventAccumulator(str(latent2_run / "tensorboard"), size_guidance={"histograms": 0}).Reload()
+    assert [e.step for e in events.Histograms("kl_per_dim")] == [0, 1, 2]
+    assert len(events.Scalars("val/kl_dims_above_0.01")) == 3
+    projector = latent2_run / "tensorboard" / "projector_config.pbtxt"
+    assert "test_mu" in projector.read_text() and "sprite.png" in projector.read_text()
+    folder = next((latent2_run / "tensorboard").glob("*/test_mu"))
+    labels = (folder / "metadata.tsv").read_text().splitlines()
+    vectors = (folder / "tensors.tsv").read_text().splitlines()
+    assert len(labels) == len(vectors) == 100 and len(vectors[0].split("\t")) == 2
+    assert set(labels) <= {str(k) for k in range(10)} | {f"{k} - {w}" for k, w in enumerate(
+        "zero one two three four five six seven eight nine".split())}
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [("model.free_bits=-1", "model.free_bits=-1 must be >= 0"),
+     ("model.kl_warmup_epochs=1.5", "model.kl_warmup_epochs=1.5 must be an integer >= 0"),
+     ("data.binarize=maybe", "data.binarize='maybe' must be true or false"),
+     ("model.loss=gauss", "model.loss='gauss' is not one of bce, cb, mse"),
+     ("model.loss=cb data.mean=0.5 data.std=0.5", "model.loss=cb needs pixels in \\[0, 1\\]")],
+)
+def test_bad_knob_values_are_refused(override, match):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=override.split())
+    with pytest.raises(UserError, match=match):
+        validate(cfg)

@@ -1,0 +1,147 @@
+"""Entry point: ``python -m vae_lightning.eval ckpt_path=... [eval.iw_samples=K] [eval.out=...]``.
+
+Reports on the test set, in nats per image: the negative ELBO with its reconstruction and KL
+terms, the importance-weighted estimate of -log p(x) (Burda et al., 2016), and the active units.
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from vae_lightning.checkpoint import build_datamodule, load_module
+from vae_lightning.errors import UserError
+from vae_lightning.metrics import ACTIVE_UNIT_THRESHOLD, active_units, iw_log_likelihood
+from vae_lightning.resolvers import register_resolvers
+
+register_resolvers()
+
+
+def requested_overrides(cfg: DictConfig) -> dict:
+    """{"data.root": ...} for every data.* / model.* value the user set (null = the checkpoint's)."""
+    return {
+        f"{section}.{k}": v
+        for section in ("data", "model")
+        for k, v in (OmegaConf.to_container(cfg.get(section) or {}, resolve=True)).items()
+        if v is not None
+    }
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write atomically: a reader never sees half a file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but no GPU is visible: use device=cpu (or auto)")
+    return torch.device(name)
+
+
+def run_folder(ckpt_path: Path) -> Path:
+    """<run> for <run>/checkpoints/x.ckpt, else the checkpoint's own folder."""
+    return ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+
+
+@torch.no_grad()
+def evaluate(module, batches, iw_samples: int, max_decodes: int) -> dict:
+    """Per-image means over ``batches`` of (x, y): ELBO terms, IW log-likelihood, active units."""
+    sums = {"neg_elbo": 0.0, "recon": 0.0, "kl": 0.0, "iw_nll": 0.0}
+    mus, n = [], 0
+    for x, _ in batches:
+        x = x.to(module.device)
+        out = module.losses(x)
+        b = len(x)
+        sums["neg_elbo"] += out["loss"].item() * b
+        sums["recon"] += out["recon"].item() * b
+        sums["kl"] += out["kl"].item() * b
+        sums["iw_nll"] += -iw_log_likelihood(module, x, iw_samples, max_decodes).sum().item()
+        mus.append(module.net.encode(x)[0].cpu())
+        n += b
+    units, variance = active_units(torch.cat(mus))
+    return {
+        **{k: v / n for k, v in sums.items()},
+        "n_images": n,
+        "iw_samples": iw_samples,
+        "active_units": units,
+        "latent_dim": int(module.hparams.latent_dim),
+        "unit_variance": [round(v, 6) for v in variance.tolist()],
+    }
+
+
+def table(result: dict) -> str:
+    k = result["iw_samples"]
+    rows = [
+        ("checkpoint", result["checkpoint"]),
+        ("data", f"{result['data']} {result['split']} ({result['n_images']} images, binarized={result['binarize']})"),
+        ("likelihood", result["loss"]),
+        ("negative ELBO", f"{result['neg_elbo']:.2f} nats/image"),
+        ("  reconstruction", f"{result['recon']:.2f}"),
+        ("  KL", f"{result['kl']:.2f}"),
+        (f"-log p(x), IW k={k}", f"{result['iw_nll']:.2f} nats/image"),
+        ("active units", f"{result['active_units']} / {result['latent_dim']} (Cov_x E_q[z] > {ACTIVE_UNIT_THRESHOLD})"),
+        ("wall time", f"{result['wall_time_s']:.1f} s"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def run(cfg: DictConfig) -> dict:
+    """Evaluate the checkpoint, write eval.json, return the result."""
+    start = time.perf_counter()
+    for key in ("iw_samples", "batch_size", "max_decodes"):
+        value = cfg.eval[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            example = 1000 if key == "iw_samples" else 100
+            raise UserError(f"eval.{key}={value!r} must be an integer >= 1, e.g. eval.{key}={example}")
+    if cfg.eval.split not in ("test", "val"):
+        raise UserError(f"eval.split={cfg.eval.split!r} must be test or val")
+    device = pick_device(cfg.device)
+    ckpt_path = Path(str(cfg.ckpt_path)).expanduser()
+    module, config = load_module(ckpt_path, map_location=str(device), overrides=requested_overrides(cfg))
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule = build_datamodule(config)
+    datamodule.batch_size = cfg.eval.batch_size
+    datamodule.prepare_data()
+    batches = datamodule.loader(cfg.eval.split)
+    result = evaluate(module, batches, cfg.eval.iw_samples, cfg.eval.max_decodes)
+    data = config["data"]
+    result.update(
+        checkpoint=str(ckpt_path.resolve()),
+        split=cfg.eval.split,
+        data=data["name"],
+        binarize=bool(data.get("binarize", False)),
+        loss=module.hparams.loss,
+        wall_time_s=time.perf_counter() - start,
+    )
+    out = Path(cfg.eval.out) if cfg.eval.out else run_folder(ckpt_path) / "eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, result)
+    print(table(result))
+    print(f"wrote {out}")
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except UserError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Entry point: ``python -m vae_lightning.sample ckpt_path=... [mode=prior] [n=256] [out=generated_images.png]``.
+
+Modes (each a grid of n images, nrow per row):
+  prior        decoded z ~ N(0, I)
+  interpolate  each row a straight line in latent space between the codes mu(x) of two test images
+  manifold     latent_dim=2 only: z on a grid of N(0, 1) quantiles 0.05..0.95 (Kingma & Welling's figure)
+  traverse     one row per latent dim (most active first): that dim swept over mu +- span around a test code
+"""
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from torch.distributions import Normal
+from torchvision.utils import save_image
+
+from vae_lightning.checkpoint import build_datamodule, load_module
+from vae_lightning.data import normalize
+from vae_lightning.errors import UserError
+from vae_lightning.eval import pick_device, requested_overrides
+from vae_lightning.resolvers import register_resolvers
+
+register_resolvers()
+
+def codes_of_test_images(module, config: dict, count: int, generator: torch.Generator) -> torch.Tensor:
+    """Posterior means mu(x) of ``count`` random test images, shape (count, D)."""
+    datamodule = build_datamodule(config)
+    datamodule.prepare_data()
+    images, _ = datamodule.split("test")
+    idx = torch.randperm(len(images), generator=generator)[:count]
+    x = normalize(images[idx], datamodule.mean, datamodule.std).to(module.device)
+    return module.net.encode(x)[0]
+
+
+def prior(module, n: int, nrow: int, generator: torch.Generator, **_) -> torch.Tensor:
+    return torch.randn(n, module.hparams.latent_dim, generator=generator)
+
+
+def manifold(module, n: int, nrow: int, **_) -> torch.Tensor:
+    """Rows go down in z2 (top = high), columns go right in z1, both through N(0,1) quantiles."""
+    if module.hparams.latent_dim != 2:
+        raise UserError(
+            f"mode=manifold needs a 2-D latent space but the checkpoint has model.latent_dim={module.hparams.latent_dim}: "
+            "train one with experiment=latent2, or use mode=traverse"
+        )
+    rows = -(-n // nrow)
+    q = Normal(0.0, 1.0)
+    z1 = q.icdf(torch.linspace(0.05, 0.95, nrow))
+    z2 = q.icdf(torch.linspace(0.95, 0.05, rows))
+    grid = torch.stack([z1.repeat(rows), z2.repeat_interleave(nrow)], dim=1)
+    return grid[:n]
+
+
+def interpolate(module, n: int, nrow: int, generator: torch.Generator, config: dict, **_) -> torch.Tensor:
+    rows = -(-n // nrow)
+    codes = codes_of_test_images(module, config, 2 * rows, generator).cpu()
+    start, end = codes[0::2], codes[1::2]
+    t = torch.linspace(0, 1, nrow).view(1, nrow, 1)
+    return (start[:, None] + t * (end - start)[:, None]).reshape(-1, codes.shape[1])[:n]
+
+
+def traverse(module, n: int, nrow: int, generator: torch.Generator, config: dict, span: float, **_) -> torch.Tensor:
+    """Dims ordered by the spread of mu over 256 test images, so active units come first."""
+    codes = codes_of_test_images(module, config, 256, generator).cpu()
+    rows = min(-(-n // nrow), module.hparams.latent_dim)
+    dims = codes.var(0).argsort(descending=True)[:rows]
+    z = codes[0].repeat(rows, nrow, 1)  # (rows, nrow, D) around the first test code
+    for r, d in enumerate(dims):
+        z[r, :, d] = codes[0, d] + torch.linspace(-span, span, nrow)
+    return z.reshape(-1, codes.shape[1])[:n]
+
+
+GRIDS = {"prior": prior, "interpolate": interpolate, "manifold": manifold, "traverse": traverse}
+MODES = tuple(GRIDS)
+
+
+def run(cfg: DictConfig) -> Path:
+    """Decode the grid for cfg.mode and save it as a PNG; return its path."""
+    if cfg.mode not in MODES:
+        raise UserError(f"mode={cfg.mode!r} is not one of {', '.join(MODES)}")
+    n = cfg.n
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UserError(f"n={n!r} must be an integer >= 1, e.g. n=256")
+    nrow = cfg.nrow if cfg.nrow is not None else max(1, math.isqrt(n))
+    if isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1:
+        raise UserError(f"nrow={nrow!r} must be an integer >= 1 (or null for sqrt(n))")
+    device = pick_device(cfg.device)
+    module, config = load_module(cfg.ckpt_path, map_location=str(device), overrides=requested_overrides(cfg))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    with torch.no_grad():
+        z = GRIDS[cfg.mode](module, n=n, nrow=nrow, generator=generator, config=config, span=float(cfg.span))
+        images = module.to_unit_range(module.sample(z)).cpu()
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, out, nrow=nrow, padding=cfg.padding)
+    print(f"wrote {out} ({cfg.mode}: {len(images)} images, {nrow} per row)")
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except UserError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
