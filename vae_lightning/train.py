@@ -1,18 +1,24 @@
 """Entry point: ``python -m vae_lightning.train [overrides]`` (Hydra; ``-m`` for sweeps)."""
 
 import json
+import math
 import os
 import sys
+import time
+import traceback
 from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vae_lightning.config import validate
 from vae_lightning.errors import UserError
 from vae_lightning.resolvers import register_resolvers
+from vae_lightning.summarize import error_line, write_run_info
 
 register_resolvers()
 
@@ -79,15 +85,31 @@ def train(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    started, run_dir = time.perf_counter(), HydraConfig.get().runtime.output_dir
     try:
         metrics = train(cfg)
-    except UserError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except Exception as e:
+        write_run_info(run_dir, time.perf_counter() - started, e)
+        if HydraConfig.get().mode == RunMode.MULTIRUN and os.environ.get("HYDRA_FULL_ERROR") != "1":
+            return failed_job(e)
+        if not isinstance(e, UserError) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    write_run_info(run_dir, time.perf_counter() - started)
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None
+
+
+def failed_job(error: Exception) -> float:
+    """In a sweep, one failed job must not stop the others: report it, return NaN to the sweeper.
+
+    Its row in the sweep's summary shows the error line (from run_info.json).
+    """
+    print(f"error: {error_line(error)}", file=sys.stderr)
+    if not isinstance(error, UserError):
+        traceback.print_exc()
+    return math.nan
 
 
 if __name__ == "__main__":

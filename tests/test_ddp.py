@@ -1,0 +1,60 @@
+"""DDP: per-rank sharding of batches, the global batch size, and one real 2-process CPU run under Hydra."""
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from tests.conftest import TINY, run_train
+from vae_lightning.data import IndexBatches, MNISTDataModule
+from vae_lightning.errors import UserError
+
+
+@pytest.mark.parametrize("n, batch, world", [(500, 16, 2), (501, 16, 2), (100, 7, 3)])
+def test_ranks_see_disjoint_shards_of_equal_length(n, batch, world):
+    for epoch in (0, 1):
+        shards = []
+        for rank in range(world):
+            sampler = IndexBatches(n, batch, shuffle=True, seed=3, rank=rank, world_size=world)
+            sampler.set_epoch(epoch)
+            batches = list(sampler)
+            assert len(batches) == len(sampler) == math.ceil((n // world) / batch)  # the documented steps per epoch
+            shards.append([int(i) for b in batches for i in b])
+        seen = [i for shard in shards for i in shard]
+        assert len(seen) == len(set(seen)) == (n // world) * world  # no sample twice; at most world-1 dropped
+
+
+def test_batch_size_is_global_and_must_divide(tiny_mnist):
+    dm = MNISTDataModule(root=str(tiny_mnist), batch_size=32, val_size=100)
+    dm.trainer = SimpleNamespace(global_rank=1, world_size=2)
+    assert dm.train_dataloader().sampler.batch_size == 16
+    dm.batch_size = 33
+    with pytest.raises(UserError, match="data.batch_size=33 .* must divide by the 2 devices"):
+        dm.train_dataloader()
+
+
+def test_two_cpu_processes_train_into_one_run_folder(tiny_mnist, tmp_path):
+    probe = tmp_path / "probe"
+    proc = run_train(
+        f"data.root={tiny_mnist}", f"paths.log_dir={tmp_path / 'logs'}", *TINY, "trainer.max_epochs=1",
+        "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "callbacks.latent_embedding.num_points=50",
+        "trainer.num_sanity_val_steps=0", "test=false",
+        "+callbacks.probe._target_=tests.ddp_probe.Probe", f"+callbacks.probe.out={probe}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list((tmp_path / "logs" / "runs").iterdir())
+    assert len(runs) == 1 and not (tmp_path / "logs" / "multiruns").exists()  # ONE run folder for both ranks
+    run = runs[0]
+    result = json.loads((run / "metrics.json").read_text())
+    # 500 training images: 250 per rank, 16 per rank per step (global batch 32) -> ceil(250 / 16) = 16 steps
+    assert result["epochs"] == 1 and result["global_step"] == 16
+    ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(r["world_size"], r["batch_size"]) for r in ranks] == [(2, 16), (2, 16)]
+    seen = ranks[0]["train_indices"][0] + ranks[1]["train_indices"][0]
+    assert len(seen) == len(set(seen)) == 500
+    assert result["metrics"]["best/val_loss"] == pytest.approx(result["metrics"]["val/loss"], rel=1e-5)
+    # rank zero alone checkpoints and logs, into that folder
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert json.loads((run / "run_info.json").read_text())["status"] == "completed"

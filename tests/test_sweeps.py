@@ -1,0 +1,111 @@
+"""Multiruns end to end: the sweep summary, failed jobs, rebuilding the summary, HParams across runs,
+the joblib launcher, the Optuna sweeper and the SLURM launcher config."""
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from tests.conftest import REPO, TINY, run_train
+from vae_lightning import summarize
+
+ONE_EPOCH = [*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.num_sanity_val_steps=0",
+             "callbacks.latent_embedding.num_points=50"]
+
+
+def sweep(root: Path, sweep_dir: Path, *args: str) -> Path:
+    proc = run_train("-m", f"data.root={root}", f"hydra.sweep.dir={sweep_dir}", *ONE_EPOCH, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return sweep_dir
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def grid(tiny_mnist, tmp_path_factory):
+    return sweep(tiny_mnist, tmp_path_factory.mktemp("sweeps") / "grid", "model.latent_dim=2,8", "optimizer.lr=1e-3,3e-3")
+
+
+def test_grid_gives_one_row_per_run_sorted_by_val_loss(grid):
+    rows = read_csv(grid / "summary.csv")
+    assert len(rows) == 4
+    assert {(int(r["model.latent_dim"]), float(r["optimizer.lr"])) for r in rows} == {
+        (2, 1e-3), (2, 3e-3), (8, 1e-3), (8, 3e-3)}
+    losses = [float(r["val/loss"]) for r in rows]
+    assert losses == sorted(losses) and all(math.isfinite(v) and v > 0 for v in losses)
+    for r in rows:
+        run = Path(r["run_dir"])
+        overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+        assert f"model.latent_dim={r['model.latent_dim']}" in overrides and f"optimizer.lr={r['optimizer.lr']}" in overrides
+        assert r["status"] == "completed" and r["epochs"] == "1" and r["error"] == ""
+        assert 0 < float(r["wall_time_s"]) < 120 and float(r["test/loss"]) > 0
+    md = (grid / "summary.md").read_text().splitlines()
+    assert sum(line.startswith("| ") for line in md) == 1 + 4  # header + a row per run
+    assert "data.root=" in md[2]  # overrides shared by all runs are listed once
+
+
+def test_summarize_rebuilds_the_same_table(grid, tmp_path):
+    before = {n: (grid / n).read_bytes() for n in ("summary.csv", "summary.md")}
+    for name in before:
+        (grid / name).unlink()
+    assert summarize.main([str(grid)]) == 0
+    assert {n: (grid / n).read_bytes() for n in before} == before
+    assert summarize.main([str(tmp_path)]) == 2  # a folder without job folders
+
+
+def test_every_run_of_the_sweep_has_its_hparams_in_tensorboard(grid):
+    for r in read_csv(grid / "summary.csv"):
+        acc = EventAccumulator(str(Path(r["run_dir"]) / "tensorboard"), size_guidance={"tensors": 0}).Reload()
+        content = acc.PluginTagToContent("hparams")
+        experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+        assert [m.name.tag for m in experiment.metric_infos] == ["val/loss"]
+        session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+        values = session.session_start_info.hparams
+        assert values["model.latent_dim"].number_value == int(r["model.latent_dim"])
+        assert values["optimizer.lr"].number_value == pytest.approx(float(r["optimizer.lr"]))
+
+
+def test_failed_jobs_become_failed_rows_and_the_others_finish(tiny_mnist, tmp_path):
+    """In parallel through joblib: a config error, a crash inside Lightning, and one good run."""
+    out = sweep(tiny_mnist, tmp_path / "sweep", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                "model.latent_dim=0,4", "trainer.precision=32-true,bogus")
+    rows = read_csv(out / "summary.csv")
+    assert len(rows) == 4
+    ok = [r for r in rows if r["status"] == "completed"]
+    assert [(r["model.latent_dim"], r["trainer.precision"]) for r in ok] == [("4", "32-true")]
+    assert math.isfinite(float(ok[0]["val/loss"])) and rows[0] == ok[0]  # failures sort last
+    failed = {(r["model.latent_dim"], r["trainer.precision"]): r for r in rows if r["status"] == "failed"}
+    assert set(failed) == {("0", "32-true"), ("0", "bogus"), ("4", "bogus")}
+    assert failed[("0", "32-true")]["error"].startswith("model.latent_dim=0 must be >= 1")
+    assert "bogus" in failed[("4", "bogus")]["error"] and failed[("4", "bogus")]["val/loss"] == ""
+    assert (Path(ok[0]["run_dir"]) / "metrics.json").is_file()
+
+
+def test_optuna_search_runs_trials_and_minimizes_val_loss(tiny_mnist, tmp_path):
+    out = sweep(tiny_mnist, tmp_path / "optuna", "hparams_search=optuna", "hydra.sweeper.n_trials=3",
+                "hydra.sweeper.sampler.n_startup_trials=3")
+    rows = read_csv(out / "summary.csv")
+    assert len(rows) == 3 and all(r["status"] == "completed" for r in rows)
+    for r in rows:
+        assert 1e-4 <= float(r["optimizer.lr"]) <= 3e-3 and r["model.latent_dim"] in {"2", "5", "10", "20", "32"}
+        assert 0.25 <= float(r["model.kl_weight"]) <= 2.0
+    best = yaml.safe_load((out / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(float(rows[0]["val/loss"]), rel=1e-5)
+    assert float(best["best_params"]["model.kl_weight"]) == pytest.approx(float(rows[0]["model.kl_weight"]), rel=1e-5)
+
+
+def test_slurm_launcher_config_composes():
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher.partition == "gpu" and launcher.tasks_per_node == 1 and launcher.gpus_per_node == 1
+    assert "vae_lightning.summarize.SweepSummary" in [c._target_ for c in cfg.hydra.callbacks.values()]

@@ -1,0 +1,146 @@
+"""One table per sweep: ``python -m vae_lightning.summarize SWEEP_DIR`` writes summary.csv and summary.md.
+
+A row per job folder (``<sweep>/<job>/.hydra/overrides.yaml``): the overrides that vary across
+the sweep, final val/test metrics from its metrics.json, epochs, wall time (run_info.json),
+status and error line, sorted by ``val/loss`` (failed runs last). ``SweepSummary`` is the Hydra
+callback (conf/hydra/default.yaml) that writes it when a multirun ends.
+"""
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from vae_lightning.errors import UserError
+
+RUN_INFO = "run_info.json"
+METRICS = ("val/loss", "val/recon", "val/kl", "best/val_loss", "test/loss", "test/recon", "test/kl")
+SORT_BY = "val/loss"
+
+
+def write_run_info(run_dir: str | Path, wall_time_s: float, error: BaseException | None = None) -> None:
+    """Record how a run ended: its wall time, status and (if it failed) its one-line error."""
+    info = {"status": "failed" if error else "completed", "wall_time_s": round(wall_time_s, 3)}
+    if error:
+        info["error"] = error_line(error)
+    path = Path(run_dir) / RUN_INFO
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def error_line(error: BaseException) -> str:
+    """An error's message on one line (at most 300 characters); unexpected exceptions keep their type name."""
+    message = " ".join(str(error).split())
+    message = message if isinstance(error, UserError) else f"{type(error).__name__}: {message}".rstrip(": ")
+    return message if len(message) <= 300 else message[:297] + "..."
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The sweep's job folders (those holding .hydra/overrides.yaml), in job-number order."""
+    jobs = [p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")]
+    return sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+
+
+def read_row(job: Path) -> dict:
+    overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+    result, info = _read_json(job / "metrics.json"), _read_json(job / RUN_INFO)
+    metrics = result.get("metrics", {})
+    status = info.get("status") or ("completed" if result else "incomplete")
+    row = {
+        "job": job.name,
+        "overrides": dict(o.split("=", 1) if "=" in o else (o, "") for o in overrides),
+        "status": status,
+        **{m: metrics.get(m, math.nan) for m in METRICS},
+        "epochs": result.get("epochs", ""),
+        "wall_time_s": info.get("wall_time_s", ""),
+        "run_dir": str(job),
+        "error": info.get("error", ""),
+    }
+    return row
+
+
+def collect(sweep_dir: str | Path) -> tuple[list[str], list[dict]]:
+    """(the override keys that differ between runs, the rows sorted by val/loss with failures last)."""
+    rows = [read_row(job) for job in job_dirs(Path(sweep_dir))]
+    keys = list(dict.fromkeys(k for r in rows for k in r["overrides"]))
+    varying = [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1] or keys
+    ok = [r for r in rows if r["status"] == "completed" and not math.isnan(r[SORT_BY])]
+    rows = sorted(ok, key=lambda r: r[SORT_BY]) + [r for r in rows if r not in ok]
+    return varying, rows
+
+
+def table(varying: list[str], rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells: one column per varying override, then results."""
+    header = ["job", *varying, "status", *METRICS, "epochs", "wall_time_s", "run_dir", "error"]
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "" if math.isnan(value) else f"{value:.6g}"
+        return str(value)
+
+    cells = [[cell(r["overrides"].get(k, "")) if k in varying else cell(r[k]) for k in header] for r in rows]
+    return header, cells
+
+
+def write_summary(sweep_dir: str | Path) -> tuple[Path, Path]:
+    """Write <sweep_dir>/summary.csv and summary.md; return their paths."""
+    sweep_dir = Path(sweep_dir)
+    varying, rows = collect(sweep_dir)
+    header, cells = table(varying, rows)
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([header, *cells])
+    csv_path, md_path = sweep_dir / "summary.csv", sweep_dir / "summary.md"
+    csv_path.write_text(buffer.getvalue())
+    common = {k: v for r in rows[:1] for k, v in r["overrides"].items() if k not in varying}
+    failed = sum(r["status"] != "completed" for r in rows)
+    lines = [
+        f"# Sweep {sweep_dir.name}: {len(rows)} runs, {failed} failed, sorted by {SORT_BY}",
+        "",
+        *([f"Common overrides: `{' '.join(f'{k}={v}' for k, v in common.items())}`", ""] if common else []),
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells),
+    ]
+    md_path.write_text("\n".join(lines) + "\n")
+    return csv_path, md_path
+
+
+class SweepSummary(Callback):
+    """Hydra callback: write the sweep's summary when a multirun ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        csv_path, _ = write_summary(config.hydra.sweep.dir)
+        print(f"sweep summary: {csv_path} (and summary.md)", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or not Path(argv[0]).is_dir():
+        print("usage: python -m vae_lightning.summarize SWEEP_DIR  (a folder of job folders from -m)", file=sys.stderr)
+        return 2
+    if not job_dirs(Path(argv[0])):
+        print(f"error: {argv[0]} holds no job folders (<job>/.hydra/overrides.yaml)", file=sys.stderr)
+        return 2
+    csv_path, md_path = write_summary(argv[0])
+    print(md_path.read_text(), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
