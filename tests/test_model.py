@@ -83,3 +83,18 @@ def test_bce_on_normalized_pixels_is_refused(mean, std):
     with pytest.raises(UserError, match=r"model.loss=bce.*data.mean/data.std.*data.mean=0 data.std=1"):
         check_loss_matches_data("bce", (lo, hi))
     check_loss_matches_data("mse", (lo, hi))  # mse models any range
+
+
+def test_epoch_metric_is_the_per_image_mean_with_a_short_last_batch():
+    module = VAEModule(latent_dim=2, hidden_dims=[8])
+    module.log = lambda *a, **k: None  # outside a Trainer
+    torch.manual_seed(0)
+    big, small = torch.rand(16, 1, 28, 28), torch.rand(2, 1, 28, 28)
+    losses = []
+    for x in (big, small):
+        torch.manual_seed(1)
+        losses.append(module.losses(x)["loss"].item())
+        torch.manual_seed(1)
+        module._step("val", (x, None))
+    expected = (16 * losses[0] + 2 * losses[1]) / 18
+    assert abs(module.metrics["val_loss"].compute().item() - expected) < 1e-3

@@ -97,7 +97,9 @@ class VAEModule(L.LightningModule):
         terms = TERMS + ((OBJECTIVE,) if stage == "train" and self.shapes_objective else ())
         for term in terms:
             metric = self.metrics[f"{stage}_{term}"]
-            metric.update(out[term].detach(), weight=x.shape[0])
+            # one entry per image, so the epoch value is the per-image mean even when the last batch is
+            # short (MeanMetric drops ``weight`` under nan_strategy="disable", torchmetrics 1.9)
+            metric.update(out[term].detach().expand(x.shape[0]))
             self.log(f"{stage}/{term}", metric, on_step=False, on_epoch=True, prog_bar=term == "loss")
         return out[OBJECTIVE]
 
