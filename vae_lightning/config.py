@@ -49,8 +49,25 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, "data.std", low=0, low_ok=False, hint=", e.g. data.std=1")
     check_number(cfg, "trainer.max_epochs", integer=True, low=-1, hint=" (-1 trains until stopped), e.g. trainer.max_epochs=50")
     check_number(cfg, "seed", integer=True, hint=", e.g. seed=42")
+    if _get(cfg, "resume") is not None and not isinstance(_get(cfg, "resume"), bool):
+        raise UserError(f"resume={_get(cfg, 'resume')!r} must be true or false")
     mean, std = float(cfg.data.mean), float(cfg.data.std)
     check_loss_matches_data(loss, ((0 - mean) / std, (1 - mean) / std))
     root = Path(str(cfg.data.root))
     if root.exists() and not root.is_dir():
         raise UserError(f"data.root={root} is a file, not a folder: point data.root (or DATA_DIR) at the data folder")
+
+
+def checkpoint_to_resume(cfg: DictConfig) -> str | None:
+    """``ckpt_path``, or with ``resume=true`` this run folder's ``checkpoints/last.ckpt``; UserError if missing."""
+    path = _get(cfg, "ckpt_path")
+    if cfg.get("resume"):
+        if path:
+            raise UserError(f"resume=true continues this run folder's last.ckpt, ckpt_path={path} another: drop one of them")
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise UserError(f"resume=true but {last} does not exist: add hydra.run.dir=<the folder of the run to continue>")
+        return str(last)
+    if path and not Path(str(path)).is_file():
+        raise UserError(f"ckpt_path={path} is not a file: point it at a checkpoint, e.g. <run>/checkpoints/last.ckpt")
+    return path

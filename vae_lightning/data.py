@@ -5,8 +5,11 @@ fetches them where there is internet); each batch is one index into a uint8 tens
 vectorized normalization, with no per-sample transforms or worker processes.
 """
 
+import math
 import socket
+import struct
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import lightning as L
 import torch
@@ -20,27 +23,65 @@ EVAL_BINARIZE_SEED = 1234  # val/test are binarized once with this seed, whateve
 
 
 def load_split(name: str, root: str, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 28, 28) uint8 and labels (N,) int64 of one official split."""
+    """Images (N, 28, 28) uint8 and labels (N,) int64 of one official split.
+
+    Missing files are downloaded (if ``download``) only when a mirror answers within seconds;
+    damaged files are named, so a bad copy is never mistaken for a missing one.
+    """
     cls = DATASETS[name]
     where = Path(root) / cls.__name__ / "raw"
     fix = f"set data.root=... (or DATA_DIR=...) to a folder holding {cls.__name__}/raw/*-ubyte"
     if Path(root).exists() and not Path(root).is_dir():
         raise UserError(f"data.root={root} is a file, not a folder: {fix}")
-    try:
-        ds = cls(root, train=train, download=False)
-    except RuntimeError:
+    names = {p: (f"{p}-images-idx3-ubyte", f"{p}-labels-idx1-ubyte") for p in ("train", "t10k")}
+    if not all((where / f).is_file() for pair in names.values() for f in pair):
         if not download:
-            raise UserError(f"{cls.__name__} not found in {where} and data.download=false: {fix}") from None
+            raise UserError(f"{cls.__name__} not found in {where} and data.download=false: {fix}")
+        hosts = [urlsplit(m).hostname for m in cls.mirrors]
+        if not any(_reachable(m) for m in cls.mirrors):
+            raise UserError(f"{cls.__name__} not found in {where} and no download server answers ({', '.join(hosts)}): {fix}")
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
         try:
-            ds = cls(root, train=train, download=True)
-        except Exception as e:  # no internet, mirror down, disk full...
+            cls(root, train=train, download=True)
+        except Exception as e:  # mirror down, disk full...
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise UserError(f"{cls.__name__} not found in {where} and the download failed ({reason}): {fix}") from None
         finally:
             socket.setdefaulttimeout(previous)
+    images, labels = (where / f for f in names["train" if train else "t10k"])
+    n_images, n_labels = check_idx(images, ndim=3), check_idx(labels, ndim=1)
+    if n_images != n_labels:
+        raise UserError(f"{images} holds {n_images} images but {labels} holds {n_labels} labels: replace both with a matching pair")
+    ds = cls(root, train=train, download=False)
     return ds.data, ds.targets
+
+
+def check_idx(path: Path, ndim: int) -> int:
+    """Number of items in an uncompressed uint8 IDX file; UserError naming the file if it is damaged."""
+    fix = "delete it (data.download=true fetches it again) or replace it with a good copy"
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(4 + 4 * ndim)
+    if len(header) < 4 + 4 * ndim:
+        raise UserError(f"{path} is damaged (only {size} bytes, shorter than an IDX header): {fix}")
+    magic, *dims = struct.unpack(f">{1 + ndim}I", header)
+    if magic != 0x0800 + ndim:
+        raise UserError(f"{path} is damaged (magic number 0x{magic:08x}, expected 0x{0x0800 + ndim:08x}): {fix}")
+    expected = len(header) + math.prod(dims)
+    if size != expected:
+        raise UserError(f"{path} is damaged (truncated: {size} bytes, its header says {expected}): {fix}")
+    return dims[0]
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether the host of ``url`` accepts a connection within ``timeout`` seconds (no internet: False, fast)."""
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 class IndexBatches:

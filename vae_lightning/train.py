@@ -10,12 +10,14 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from vae_lightning.config import validate
+from vae_lightning.checkpoint_io import AtomicCheckpointIO
+from vae_lightning.config import checkpoint_to_resume, validate
 from vae_lightning.errors import UserError
 from vae_lightning.resolvers import register_resolvers
 from vae_lightning.summarize import error_line, write_run_info
@@ -23,8 +25,12 @@ from vae_lightning.summarize import error_line, write_run_info
 register_resolvers()
 
 
-def build(cfg: DictConfig):
-    """DataModule, LightningModule and Trainer from the composed config."""
+def build(cfg: DictConfig, resume_step: int | None = None):
+    """DataModule, LightningModule and Trainer from the composed config.
+
+    ``resume_step``: TensorBoard hides what an interrupted run logged from this step on, so a
+    resumed run's curves continue without duplicates.
+    """
     datamodule = instantiate(cfg.data)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     model = instantiate(
@@ -36,8 +42,12 @@ def build(cfg: DictConfig):
     )
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    loggers = [
+        instantiate(c, **({"purge_step": resume_step} if resume_step and "TensorBoard" in c._target_ else {}))
+        for c in (cfg.get("logger") or {}).values()
+        if c
+    ]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
     return datamodule, model, trainer
 
 
@@ -58,10 +68,12 @@ def hparams(config: dict) -> dict:
 def train(cfg: DictConfig) -> dict:
     """Validate, train, test; write ``metrics.json`` in the run folder; return the final metrics."""
     validate(cfg)
+    ckpt_path = checkpoint_to_resume(cfg)
+    step = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)["global_step"] if cfg.get("resume") else None
     L.seed_everything(cfg.seed, workers=True)
-    datamodule, model, trainer = build(cfg)
+    datamodule, model, trainer = build(cfg, resume_step=step)
     datamodule.prepare_data()  # fail fast on missing data, before the trainer starts
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # last epoch's train/ and val/
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best:

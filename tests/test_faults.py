@@ -1,0 +1,167 @@
+"""Faults during training: divergence, kill -9 and resume, Ctrl-C, checkpoint writes cut short."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import REPO, TINY, run_train
+from vae_lightning import checkpoint_io
+from vae_lightning.checkpoint_io import AtomicCheckpointIO
+from vae_lightning.guards import Diverged, DivergenceGuard
+
+STEPS_PER_EPOCH = 16  # ceil(500 / 32) on the tiny data
+QUICK = [*TINY, "test=false", "callbacks.latent_embedding.num_points=50"]
+
+
+class PauseAt(Callback):
+    """Test instrumentation: at (epoch, batch) touch ``marker`` and wait, so a test can kill the run there."""
+
+    def __init__(self, epoch: int, batch: int, marker: str) -> None:
+        self.epoch, self.batch, self.marker = epoch, batch, Path(marker)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            self.marker.touch()
+            time.sleep(120)
+
+
+class PoisonAt(Callback):
+    """Test instrumentation: at (epoch, batch) a weight becomes NaN, as after an overflow."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            with torch.no_grad():
+                next(pl_module.parameters()).view(-1)[0] = float("nan")
+
+
+def callback_overrides(name: str, cls: type, **kw) -> list[str]:
+    return [f"+callbacks.{name}._target_=tests.test_faults.{cls.__name__}"] + [
+        f"+callbacks.{name}.{k}={v}" for k, v in kw.items()
+    ]
+
+
+def start_train(*args: str) -> tuple[subprocess.Popen, Path]:
+    """Start the entry point in the background (as a user's terminal would) and return it."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vae_lightning.train", *args], cwd=REPO, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for(marker: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the run never reached the pause point"
+        time.sleep(0.1)
+
+
+def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0}).Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_mnist, tmp_path):
+    common = [f"data.root={tiny_mnist}", *QUICK, "trainer.max_epochs=3", "seed=3"]
+    run, marker = tmp_path / "killed", tmp_path / "paused"
+    proc = start_train(*common, f"hydra.run.dir={run}", *callback_overrides("pause", PauseAt, epoch=1, batch=8, marker=marker))
+    straight = tmp_path / "straight"  # meanwhile, the same run uninterrupted
+    assert run_train(*common, f"hydra.run.dir={straight}").returncode == 0
+    wait_for(marker, proc)
+    proc.send_signal(signal.SIGKILL)  # mid-epoch 1: 8 of its 16 steps done
+    proc.wait()
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["epoch"] == 0 and saved["global_step"] == STEPS_PER_EPOCH  # lost: half an epoch
+    assert not (run / "metrics.json").exists()
+
+    proc = run_train(*common, f"hydra.run.dir={run}", "resume=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = (json.loads((r / "metrics.json").read_text()) for r in (straight, run))
+    assert (b["epochs"], b["global_step"]) == (a["epochs"], a["global_step"]) == (3, 3 * STEPS_PER_EPOCH)
+    for key in ("val/loss", "val/recon", "val/kl", "train/loss"):
+        assert b["metrics"][key] == pytest.approx(a["metrics"][key], rel=0.01), key  # only the sampling noise differs
+
+    # every curve has exactly one point per epoch, at the same steps as the uninterrupted run's
+    curves_a, curves_b = scalars(straight), scalars(run)
+    for tag in ("train/loss", "val/loss", "val/kl", "lr-Adam"):
+        assert [s for s, _ in curves_b[tag]] == [s for s, _ in curves_a[tag]], tag
+        assert len(curves_b[tag]) == 3, tag
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_mnist, tmp_path):
+    run, marker = tmp_path / "run", tmp_path / "paused"
+    proc = start_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}",
+                       *callback_overrides("pause", PauseAt, epoch=1, batch=5, marker=marker))
+    wait_for(marker, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in err, err[-3000:]
+    step = STEPS_PER_EPOCH + 5
+    assert f"interrupted at epoch 1, step {step}: saved {run / 'checkpoints' / 'last.ckpt'}" in err, err[-2000:]
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == step and saved["epoch"] == 1
+
+    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = json.loads((run / "metrics.json").read_text())
+    assert (done["epochs"], done["global_step"]) == (2, 2 * STEPS_PER_EPOCH)  # the epoch was finished, not redone
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_mnist, tmp_path):
+    run = tmp_path / "run"
+    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}",
+                     *callback_overrides("poison", PoisonAt, epoch=1, batch=3))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = run / "checkpoints" / "last.ckpt"
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: training diverged at epoch 1, step {STEPS_PER_EPOCH + 4}: train/loss is nan; "
+        f"lower optimizer.lr (now 0.001); the last good checkpoint is {last}"
+    )
+    saved = torch.load(last, weights_only=True)
+    assert saved["global_step"] == STEPS_PER_EPOCH
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values())
+
+
+def test_guard_refuses_to_checkpoint_nan_weights_between_loss_checks():
+    guard = DivergenceGuard(check_every_n_steps=50)  # the accelerator setting: the loss is rarely looked at
+    module = torch.nn.Linear(3, 2)
+    trainer = SimpleNamespace(
+        current_epoch=4, global_step=210, precision="16-mixed", checkpoint_callback=None,
+        optimizers=[torch.optim.SGD(module.parameters(), lr=0.5)],
+    )
+    guard.on_save_checkpoint(trainer, module, {})  # finite: saved
+    with torch.no_grad():
+        module.weight[0, 0] = float("inf")
+    with pytest.raises(Diverged, match=r"epoch 4, step 210: the weights hold NaN/inf; lower optimizer.lr \(now 0.5\) "
+                                       r"or use trainer.precision=32-true \(now 16-mixed\)"):
+        guard.on_save_checkpoint(trainer, module, {})
+
+
+def test_a_save_cut_short_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    io, path = AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"global_step": 1, "w": torch.ones(1000)}, path)
+
+    def dies_halfway(obj, f):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt  # the process is stopped mid-write
+
+    monkeypatch.setattr(checkpoint_io.torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"global_step": 2, "w": torch.zeros(1000)}, path)
+    assert torch.load(path, weights_only=True)["global_step"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file left behind

@@ -1,0 +1,73 @@
+"""Callbacks that protect a long run: stop at the first NaN/inf, save a checkpoint on Ctrl-C."""
+
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from vae_lightning.errors import UserError
+
+
+class Diverged(UserError):
+    """The loss or the weights stopped being finite."""
+
+
+class DivergenceGuard(Callback):
+    """Stop at a non-finite loss, and never let a checkpoint save non-finite weights.
+
+    The loss is checked every ``check_every_n_steps`` training steps; ``None`` means every step on
+    CPU (free) and every 50 on an accelerator (each check waits for the device). Before every
+    checkpoint save the weights themselves are checked (one device sync per save), so a NaN that
+    slips between two loss checks still cannot replace the last good checkpoint.
+    """
+
+    def __init__(self, check_every_n_steps: int | None = None) -> None:
+        self.check_every_n_steps = check_every_n_steps
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.check_every_n_steps is None:
+            self.check_every_n_steps = 1 if trainer.strategy.root_device.type == "cpu" else 50
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.check_every_n_steps == 0 or trainer.is_last_batch:
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            if loss is not None and not torch.isfinite(loss).item():
+                self._stop(trainer, f"train/loss is {loss.item()}")
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        finite = torch.stack([p.detach().isfinite().all() for p in pl_module.parameters()]).all()
+        if not finite.item():
+            self._stop(trainer, "the weights hold NaN/inf")
+
+    @staticmethod
+    def _stop(trainer: L.Trainer, what: str) -> None:
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was saved before"
+        precision = "" if trainer.precision == "32-true" else f" or use trainer.precision=32-true (now {trainer.precision})"
+        raise Diverged(
+            f"training diverged at epoch {trainer.current_epoch}, step {trainer.global_step}: {what}; "
+            f"lower optimizer.lr (now {lr:g}){precision}; {kept}"
+        )
+
+
+class InterruptCheckpoint(Callback):
+    """Ctrl-C (KeyboardInterrupt) saves ``<dirpath>/last.ckpt``, so ``resume=true`` continues from it.
+
+    Other exceptions save nothing (a diverged model must not replace the last good checkpoint).
+    Not Lightning's OnExceptionCheckpoint: its presence turns every ``fit()`` into ``ckpt_path="last"``.
+    """
+
+    def __init__(self, dirpath: str, filename: str = "last.ckpt") -> None:
+        self.ckpt_path = str(Path(dirpath) / filename)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == "fit":
+            trainer.save_checkpoint(self.ckpt_path)
+            print(
+                f"interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {self.ckpt_path}; "
+                "to continue, run the same command with hydra.run.dir=<this run's folder> resume=true",
+                file=sys.stderr,
+            )
