@@ -52,7 +52,9 @@ def load_split(name: str, root: str, train: bool, download: bool) -> tuple[torch
     images, labels = (where / f for f in names["train" if train else "t10k"])
     n_images, n_labels = check_idx(images, ndim=3), check_idx(labels, ndim=1)
     if n_images != n_labels:
-        raise UserError(f"{images} holds {n_images} images but {labels} holds {n_labels} labels: replace both with a matching pair")
+        raise UserError(
+            f"{images} holds {n_images} images but {labels} holds {n_labels} labels: replace both with a matching pair"
+        )
     ds = cls(root, train=train, download=False)
     return ds.data, ds.targets
 

@@ -69,7 +69,9 @@ def train(cfg: DictConfig) -> dict:
     """Validate, train, test; write ``metrics.json`` in the run folder; return the final metrics."""
     validate(cfg)
     ckpt_path = checkpoint_to_resume(cfg)
-    step = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)["global_step"] if cfg.get("resume") else None
+    step = None
+    if cfg.get("resume"):
+        step = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)["global_step"]
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg, resume_step=step)
     datamodule.prepare_data()  # fail fast on missing data, before the trainer starts
