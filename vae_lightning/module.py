@@ -94,14 +94,35 @@ class VAEModule(L.LightningModule):
     def _step(self, stage: str, batch, kl_weight: float | None = None) -> torch.Tensor:
         x, _ = batch
         out = self.losses(x, kl_weight)
-        terms = TERMS + ((OBJECTIVE,) if stage == "train" and self.shapes_objective else ())
-        for term in terms:
-            metric = self.metrics[f"{stage}_{term}"]
+        for term in self._terms(stage):
             # one entry per image, so the epoch value is the per-image mean even when the last batch is
             # short (MeanMetric drops ``weight`` under nan_strategy="disable", torchmetrics 1.9)
-            metric.update(out[term].detach().expand(x.shape[0]))
-            self.log(f"{stage}/{term}", metric, on_step=False, on_epoch=True, prog_bar=term == "loss")
+            self.metrics[f"{stage}_{term}"].update(out[term].detach().expand(x.shape[0]))
         return out[OBJECTIVE]
+
+    def _terms(self, stage: str) -> tuple[str, ...]:
+        return TERMS + ((OBJECTIVE,) if stage == "train" and self.shapes_objective else ())
+
+    def _log_epoch(self, stage: str) -> None:
+        """Log each term's epoch mean once (synced across ranks by torchmetrics), then reset it.
+
+        Logging once per epoch instead of handing the metric to ``self.log`` every step keeps
+        Lightning's per-step bookkeeping out of the hot path.
+        """
+        for term in self._terms(stage):
+            metric = self.metrics[f"{stage}_{term}"]
+            if metric.update_count:
+                self.log(f"{stage}/{term}", metric.compute(), prog_bar=term == "loss", sync_dist=True)
+            metric.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def training_step(self, batch, batch_idx):
         beta = self.hparams.kl_weight
