@@ -98,6 +98,7 @@ class IndexBatches:
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch = 0
+        self.device = torch.device("cpu")  # where the index batches live (the data's device)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -115,7 +116,7 @@ class IndexBatches:
             order = torch.randperm(self.n, generator=g)
         else:
             order = torch.arange(self.n)
-        order = order[: self._shard_size() * self.world_size][self.rank :: self.world_size]
+        order = order[: self._shard_size() * self.world_size][self.rank :: self.world_size].to(self.device)
         for i in range(len(self)):
             yield order[i * self.batch_size : (i + 1) * self.batch_size]
 
@@ -192,6 +193,7 @@ class MNISTDataModule(L.LightningDataModule):
         download: bool = True,
         seed: int = 0,
         binarize: bool = False,
+        on_device: bool | None = None,
     ) -> None:
         super().__init__()
         if name not in DATASETS:
@@ -199,7 +201,9 @@ class MNISTDataModule(L.LightningDataModule):
         self.name, self.root, self.batch_size, self.val_size = name, str(root), batch_size, val_size
         self.mean, self.std, self.download, self.seed = float(mean), float(std), download, seed
         self.binarize = bool(binarize)
+        self.on_device = on_device
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._device_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def data_range(self) -> tuple[float, float]:
@@ -231,6 +235,17 @@ class MNISTDataModule(L.LightningDataModule):
         self.setup()
         return self._splits[name]
 
+    def _resident(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The split where batches are cut: on the accelerator when ``on_device`` (None: whenever the
+        trainer runs on one), so a step needs no host-to-device copy and no host sync."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        on_device = device.type != "cpu" if self.on_device is None else self.on_device
+        if not on_device or device.type == "cpu":
+            return self.split(name)
+        if name not in self._device_splits:
+            self._device_splits[name] = tuple(t.to(device) for t in self.split(name))
+        return self._device_splits[name]
+
     def _rank_and_world(self) -> tuple[int, int]:
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
@@ -242,8 +257,9 @@ class MNISTDataModule(L.LightningDataModule):
                 f"data.batch_size={self.batch_size} is the global batch and must divide by the "
                 f"{world} devices: use a multiple of {world}"
             )
-        images, labels = self.split(name)
+        images, labels = self._resident(name)
         sampler = IndexBatches(len(images), self.batch_size // world, shuffle, self.seed, rank, world, drop_last)
+        sampler.device = images.device
         return TensorBatches(images, labels, sampler, self.mean, self.std, self.binarize and name == "train")
 
     def train_dataloader(self) -> TensorBatches:

@@ -46,6 +46,8 @@ class VAEModule(L.LightningModule):
         kl_weight: float = 1.0,
         kl_warmup_epochs: int = 0,
         free_bits: float = 0.0,
+        compile: bool = False,
+        compile_mode: str | None = None,
         input_shape: Sequence[int] = (1, 28, 28),
         data_range: Sequence[float] = (0.0, 1.0),
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
@@ -66,6 +68,12 @@ class VAEModule(L.LightningModule):
             {f"{s}_{t}": MeanMetric(nan_strategy="disable") for s in STAGES for t in TERMS}
             | {f"train_{OBJECTIVE}": MeanMetric(nan_strategy="disable")}
         )
+
+    def configure_model(self) -> None:
+        """``compile``: torch.compile the network in place (state-dict keys stay the same)."""
+        if self.hparams.compile and not getattr(self, "_compiled", False):
+            self.net.compile(mode=self.hparams.compile_mode)
+            self._compiled = True
 
     def forward(self, x: torch.Tensor):
         return self.net(x)

@@ -1,0 +1,238 @@
+"""Training speed, side by side, in one process: the tutorial's loop, a careful plain loop, vae_lightning.
+
+    python benchmarks/bench_train.py [--data ../shared/data] [--epochs 5] [--quick]
+
+Every configuration trains the same 784-512-256-20 VAE (BCE, Adam 1e-3) on Fashion-MNIST (60k images,
+MNIST format) for a warm-up epoch plus timed epochs; the table reports the median seconds per timed epoch,
+samples/s, the ratio to the tutorial's loop, the peak memory above the process baseline, and the validation
+loss after the last epoch (nats per image). Results also go to benchmarks/results/bench.json.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from vae_lightning.data import IndexBatches, MNISTDataModule, normalize  # noqa: E402
+from vae_lightning.module import VAEModule  # noqa: E402
+from vae_lightning.resolvers import register_resolvers  # noqa: E402
+from vae_lightning.train import build  # noqa: E402
+
+SEED = 42
+
+
+class PeakMemory:
+    """Peak resident memory (CPU) or allocated memory (CUDA) above the level at start, in MiB."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak, self._stop = device, 0, threading.Event()
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _watch(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self.rss())
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base = self.peak = self.rss()
+            self._thread = threading.Thread(target=self._watch, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+        self.mib = (self.peak - self.base) / 2**20
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def fresh_module(**model_kw) -> VAEModule:
+    L.seed_everything(SEED, verbose=False)
+    return VAEModule(latent_dim=20, hidden_dims=[512, 256], loss="bce", **model_kw)
+
+
+@torch.no_grad()
+def val_loss(module: VAEModule, images: torch.Tensor, device) -> float:
+    total = 0.0
+    for i in range(0, len(images), 1000):
+        x = normalize(images[i : i + 1000].to(device), 0.0, 1.0)
+        total += module.losses(x)["loss"].item() * len(x)
+    return total / len(images)
+
+
+def tutorial_loop(args, device, batch_size=64):
+    """(a) The tutorial: per-sample ToTensor, DataLoader(shuffle=True), loss.item() every step."""
+    ds = datasets.FashionMNIST(args.data, train=True, download=False, transform=transforms.ToTensor())
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=True)
+    module = fresh_module().to(device)
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    times = []
+    for _ in range(args.epochs):
+        sync(device)
+        start, train_loss = time.perf_counter(), 0.0
+        for x, _ in loader:
+            x = x.to(device)
+            opt.zero_grad()
+            logits, mu, logvar = module.net(x)
+            bce = torch.nn.functional.binary_cross_entropy(torch.sigmoid(logits), x.flatten(1), reduction="sum")
+            kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+            loss = bce + kld
+            loss.backward()
+            train_loss += loss.item()
+            opt.step()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times, None, len(ds)
+
+
+def plain_loop(args, device, batch_size, dm: MNISTDataModule):
+    """(b) A careful plain loop: uint8 tensor in memory, batches by indexing, no host sync per step."""
+    images = dm.split("train")[0].to(device)
+    module = fresh_module().to(device)
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    sampler = IndexBatches(len(images), batch_size, shuffle=True, seed=dm.seed)
+    times = []
+    for epoch in range(args.epochs):
+        sampler.set_epoch(epoch)
+        sync(device)
+        start = time.perf_counter()
+        for idx in sampler:
+            x = normalize(images[idx.to(device)], 0.0, 1.0)
+            loss = module.losses(x)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times, val_loss(module, dm.split("val")[0], device), len(images)
+
+
+class EpochTimer(L.Callback):
+    """Wall time of each training epoch, validation included (it runs before on_train_epoch_end)."""
+
+    def __init__(self):
+        self.times = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        sync(pl_module.device)
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        sync(pl_module.device)
+        self.times.append(time.perf_counter() - self._start)
+
+
+def lightning_run(args, device, batch_size, validate, *overrides):
+    """(c) vae_lightning through the entry point's build(): Trainer, DataModule, logging, checkpoints."""
+    out = tempfile.mkdtemp(prefix="bench_")
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "data=fashion_mnist", f"data.root={args.data}", f"data.batch_size={batch_size}",
+                f"trainer.max_epochs={args.epochs}", f"paths.output_dir={out}", f"seed={SEED}",
+                f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
+                "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "test=false",
+                *([] if validate else ["trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0"]),
+                *overrides,
+            ],
+        )
+    L.seed_everything(SEED, verbose=False)
+    datamodule, model, trainer = build(cfg)
+    timer = EpochTimer()
+    trainer.callbacks.append(timer)
+    trainer.fit(model, datamodule=datamodule)
+    return timer.times, val_loss(model.to(device), datamodule.split("val")[0], device), len(datamodule.split("train")[0])
+
+
+def measure(name, fn, device, results, baseline=None):
+    with PeakMemory(device) as mem:
+        times, vloss, n = fn()
+    timed = times[1:]  # the first epoch is the warm-up
+    sec = statistics.median(timed)
+    row = {"name": name, "sec_per_epoch": sec, "samples_per_s": n / sec, "peak_mem_mib": mem.mib,
+           "val_loss": vloss, "epoch_times": times}
+    if baseline:
+        row["ratio_to_a"] = sec / baseline
+    results.append(row)
+    ratio = f"{row.get('ratio_to_a', 1.0):6.3f}"
+    vl = f"{vloss:9.3f}" if vloss is not None else "        -"
+    print(f"| {name:<44} | {sec:8.2f} | {n / sec:9.0f} | {ratio} | {mem.mib:8.0f} | {vl} |", flush=True)
+    return row
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument("--epochs", type=int, default=5, help="epochs per configuration (first = warm-up)")
+    p.add_argument("--quick", action="store_true", help="3 epochs, fewer configurations")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "bench.json"))
+    args = p.parse_args()
+    if args.quick:
+        args.epochs = 3
+    register_resolvers()
+    device = torch.device(args.device)
+    dm = MNISTDataModule(name="fashion_mnist", root=args.data, download=False)
+    cpu = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": ") if device.type == "cpu" else ""
+    machine = torch.cuda.get_device_name() if device.type == "cuda" else f"{cpu}, {torch.get_num_threads()} threads"
+    print(f"# {machine}; torch {torch.__version__}; {args.epochs} epochs per row, median of epochs 2..{args.epochs}\n")
+    print("| configuration                                | s/epoch  | samples/s | vs (a) | peak MiB | val loss  |")
+    print("|----------------------------------------------|----------|-----------|--------|----------|-----------|")
+    results = []
+    a = measure("(a) tutorial loop, bs 64", lambda: tutorial_loop(args, device), device, results)["sec_per_epoch"]
+    measure("(b) plain loop, in-memory uint8, bs 64", lambda: plain_loop(args, device, 64, dm), device, results, a)
+    measure("(c) vae_lightning, bs 64, val off", lambda: lightning_run(args, device, 64, False), device, results, a)
+    measure("(c) vae_lightning, bs 64, val on", lambda: lightning_run(args, device, 64, True), device, results, a)
+    options = {
+        "bf16-mixed": ["trainer.precision=bf16-mixed"],
+        "Adam foreach": ["optimizer.foreach=true"],
+        "Adam fused": ["optimizer.fused=true"],
+        "compile": ["model.compile=true"],
+    }
+    for label, overrides in options.items():
+        if args.quick and label != "bf16-mixed":
+            continue
+        measure(f"(c) vae_lightning, bs 64, val on, {label}",
+                lambda o=overrides: lightning_run(args, device, 64, True, *o), device, results, a)
+    for bs in (256, 1024):
+        measure(f"(b) plain loop, bs {bs}", lambda b=bs: plain_loop(args, device, b, dm), device, results, a)
+        measure(f"(c) vae_lightning, bs {bs}, val on", lambda b=bs: lightning_run(args, device, b, True), device, results, a)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine, "torch": torch.__version__, "epochs": args.epochs,
+                               "rows": results}, indent=2) + "\n")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
