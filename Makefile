@@ -23,6 +23,9 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -ra -m "not slow"
 
+bench: install
+	$(PY) benchmarks/bench_train.py $(ARGS)
+
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir outputs
 

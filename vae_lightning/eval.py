@@ -4,9 +4,6 @@ Reports on the test set, in nats per image: the negative ELBO with its reconstru
 terms, the importance-weighted estimate of -log p(x) (Burda et al., 2016), and the active units.
 """
 
-import json
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +13,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vae_lightning.checkpoint import build_datamodule, load_module
-from vae_lightning.errors import UserError
+from vae_lightning.errors import UserError, exit_with
+from vae_lightning.files import write_json
 from vae_lightning.metrics import ACTIVE_UNIT_THRESHOLD, active_units, iw_log_likelihood
 from vae_lightning.resolvers import register_resolvers
 
@@ -31,13 +29,6 @@ def requested_overrides(cfg: DictConfig) -> dict:
         for k, v in (OmegaConf.to_container(cfg.get(section) or {}, resolve=True)).items()
         if v is not None
     }
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write atomically: a reader never sees half a file."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def pick_device(name: str) -> torch.device:
@@ -137,10 +128,7 @@ def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except UserError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_with(e)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,6 @@ Modes (each a grid of n images, nrow per row):
 """
 
 import math
-import os
-import sys
 from pathlib import Path
 
 import hydra
@@ -20,7 +18,7 @@ from torchvision.utils import save_image
 
 from vae_lightning.checkpoint import build_datamodule, load_module
 from vae_lightning.data import normalize
-from vae_lightning.errors import UserError
+from vae_lightning.errors import UserError, exit_with
 from vae_lightning.eval import pick_device, requested_overrides
 from vae_lightning.resolvers import register_resolvers
 
@@ -106,10 +104,7 @@ def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except UserError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_with(e)
 
 
 if __name__ == "__main__":

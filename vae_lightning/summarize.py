@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from vae_lightning.errors import UserError
+from vae_lightning.files import write_json
 
 RUN_INFO = "run_info.json"
 METRICS = ("val/loss", "val/recon", "val/kl", "best/val_loss", "test/loss", "test/recon", "test/kl")
@@ -30,11 +30,8 @@ def write_run_info(run_dir: str | Path, wall_time_s: float, error: BaseException
     info = {"status": "failed" if error else "completed", "wall_time_s": round(wall_time_s, 3)}
     if error:
         info["error"] = error_line(error)
-    path = Path(run_dir) / RUN_INFO
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    write_json(Path(run_dir) / RUN_INFO, info)
 
 
 def error_line(error: BaseException) -> str:

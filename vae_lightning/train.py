@@ -1,6 +1,5 @@
 """Entry point: ``python -m vae_lightning.train [overrides]`` (Hydra; ``-m`` for sweeps)."""
 
-import json
 import math
 import os
 import sys
@@ -18,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from vae_lightning.checkpoint_io import AtomicCheckpointIO
 from vae_lightning.config import checkpoint_to_resume, validate
-from vae_lightning.errors import UserError
+from vae_lightning.errors import UserError, exit_with
+from vae_lightning.files import write_json
 from vae_lightning.resolvers import register_resolvers
 from vae_lightning.summarize import error_line, write_run_info
 
@@ -49,13 +49,6 @@ def build(cfg: DictConfig, resume_step: int | None = None):
     ]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
     return datamodule, model, trainer
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write atomically: a reader never sees half a file."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def hparams(config: dict) -> dict:
@@ -106,10 +99,9 @@ def main(cfg: DictConfig) -> float | None:
         write_run_info(run_dir, time.perf_counter() - started, e)
         if HydraConfig.get().mode == RunMode.MULTIRUN and os.environ.get("HYDRA_FULL_ERROR") != "1":
             return failed_job(e)
-        if not isinstance(e, UserError) or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if not isinstance(e, UserError):
             raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_with(e)
     write_run_info(run_dir, time.perf_counter() - started)
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None
