@@ -1,0 +1,66 @@
+"""Where one training step's time goes (the bound on any loop's epoch time), at the tutorial's settings.
+
+    python benchmarks/step_profile.py [--batch-size 64] [--steps 300]
+
+Prints milliseconds per step for: cutting + normalizing a batch from the in-memory uint8 tensor, the
+forward + backward pass (with the GFLOP/s it reaches), and Adam's update in its three implementations;
+then the epoch time a loop with zero overhead would take (steps per epoch x the sum).
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vae_lightning.data import normalize  # noqa: E402
+from vae_lightning.module import VAEModule  # noqa: E402
+
+
+def per_step_ms(fn, steps: int) -> float:
+    for _ in range(20):
+        fn()
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - start) / steps * 1e3
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--train-size", type=int, default=55_000)
+    args = p.parse_args()
+    torch.manual_seed(0)
+    module = VAEModule()
+    params = sum(p.numel() for p in module.parameters())
+    images = torch.randint(0, 256, (args.train_size, 28, 28), dtype=torch.uint8)
+    idx = torch.randperm(args.train_size)[: args.batch_size]
+    x = normalize(images[idx], 0.0, 1.0)
+
+    def forward_backward():
+        module.zero_grad(set_to_none=False)
+        module.losses(x)["loss"].backward()
+
+    rows = {"batch: index uint8 + normalize": per_step_ms(lambda: normalize(images[idx], 0.0, 1.0), args.steps)}
+    rows["forward + backward"] = fb = per_step_ms(forward_backward, args.steps)
+    forward_backward()
+    for name, kw in (("for-loop", {"foreach": False}), ("foreach", {"foreach": True}), ("fused", {"fused": True})):
+        opt = torch.optim.Adam(module.parameters(), lr=1e-9, **kw)
+        rows[f"Adam step ({name})"] = per_step_ms(opt.step, args.steps)
+    flops = 6 * params * args.batch_size  # multiply-adds of forward (2) + backward (4) per weight per sample
+    steps_per_epoch = -(-args.train_size // args.batch_size)
+    print(f"# {params:,} parameters, batch {args.batch_size}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    for name, ms in rows.items():
+        extra = f"   ({flops / ms / 1e6:.0f} GFLOP/s)" if name == "forward + backward" else ""
+        print(f"{name:<34} {ms:7.3f} ms/step{extra}")
+    floor = steps_per_epoch * (rows["batch: index uint8 + normalize"] + fb + rows["Adam step (fused)"]) / 1e3
+    print(f"zero-overhead epoch ({steps_per_epoch} steps, fused Adam): {floor:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
