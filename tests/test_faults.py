@@ -60,6 +60,9 @@ def start_train(*args: str) -> tuple[subprocess.Popen, Path]:
     return subprocess.Popen(
         [sys.executable, "-m", "vae_lightning.train", *args], cwd=REPO, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # as in a terminal: a runner started in the background (CI, `make test &`) has SIGINT ignored,
+        # which its children would inherit and Python would then never raise KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

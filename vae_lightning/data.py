@@ -238,7 +238,8 @@ class MNISTDataModule(L.LightningDataModule):
     def _resident(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The split where batches are cut: on the accelerator when ``on_device`` (None: whenever the
         trainer runs on one), so a step needs no host-to-device copy and no host sync."""
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        strategy = getattr(self.trainer, "strategy", None)
+        device = strategy.root_device if strategy is not None else torch.device("cpu")
         on_device = device.type != "cpu" if self.on_device is None else self.on_device
         if not on_device or device.type == "cpu":
             return self.split(name)
