@@ -120,8 +120,11 @@ def test_binarization_is_dynamic_for_training_and_fixed_for_test(tiny_mnist):
 
 
 def test_tensorboard_shows_kl_per_dim_each_epoch_and_the_test_embedding(latent2_run):
-    events = EventAccumulator(str(latent2_run / "tensorboard"), size_guidance={"histograms": 0}).Reload()
+    events = EventAccumulator(str(latent2_run / "tensorboard"), size_guidance={"histograms": 0, "scalars": 0}).Reload()
     assert [e.step for e in events.Histograms("kl_per_dim")] == [0, 1, 2]
+    # the dims' KLs add up to the epoch's val/kl (both are means over the validation images)
+    for hist, kl in zip(events.Histograms("kl_per_dim"), events.Scalars("val/kl")):
+        assert abs(hist.histogram_value.sum - kl.value) < 1e-3 * max(1.0, kl.value), (hist.histogram_value.sum, kl.value)
     assert len(events.Scalars("val/kl_dims_above_0.01")) == 3
     projector = latent2_run / "tensorboard" / "projector_config.pbtxt"
     assert "test_mu" in projector.read_text() and "sprite.png" in projector.read_text()

@@ -8,7 +8,6 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 from torchvision.utils import make_grid
 
 from vae_lightning.data import DATASETS, normalize
-from vae_lightning.losses import kl_per_dim
 
 
 def tensorboard(trainer: L.Trainer):
@@ -76,12 +75,11 @@ class KLHistogram(L.Callback):
     def on_validation_epoch_start(self, trainer, pl_module):
         self.total, self.count = None, 0
 
-    @torch.no_grad()
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        mu, logvar = pl_module.net.encode(batch[0])
-        kl = kl_per_dim(mu.float(), logvar.float()).sum(0)
+        n = len(batch[0])
+        kl = outputs["kl_dims"].float() * n  # the module's own per-dim KL of this batch (no second pass)
         self.total = kl if self.total is None else self.total + kl
-        self.count += len(mu)
+        self.count += n
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer, pl_module):

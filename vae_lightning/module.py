@@ -97,16 +97,16 @@ class VAEModule(L.LightningModule):
         kl = kl_dims.sum()
         beta = self.hparams.kl_weight if kl_weight is None else kl_weight
         objective = recon + beta * kl_dims.clamp(min=self.hparams.free_bits).sum()
-        return {"loss": recon + kl, "recon": recon, "kl": kl, OBJECTIVE: objective}
+        return {"loss": recon + kl, "recon": recon, "kl": kl, OBJECTIVE: objective, "kl_dims": kl_dims}
 
-    def _step(self, stage: str, batch, kl_weight: float | None = None) -> torch.Tensor:
+    def _step(self, stage: str, batch, kl_weight: float | None = None) -> dict[str, torch.Tensor]:
         x, _ = batch
         out = self.losses(x, kl_weight)
         for term in self._terms(stage):
             # one entry per image, so the epoch value is the per-image mean even when the last batch is
             # short (MeanMetric drops ``weight`` under nan_strategy="disable", torchmetrics 1.9)
             self.metrics[f"{stage}_{term}"].update(out[term].detach().expand(x.shape[0]))
-        return out[OBJECTIVE]
+        return out
 
     def _terms(self, stage: str) -> tuple[str, ...]:
         return TERMS + ((OBJECTIVE,) if stage == "train" and self.shapes_objective else ())
@@ -137,10 +137,11 @@ class VAEModule(L.LightningModule):
         if self.hparams.kl_warmup_epochs > 0:
             beta = self.kl_weight_at(self.current_epoch + batch_idx / max(1, self.trainer.num_training_batches))
             self.log("train/kl_weight", beta, on_step=False, on_epoch=True)
-        return self._step("train", batch, beta)
+        return self._step("train", batch, beta)[OBJECTIVE]
 
     def validation_step(self, batch, batch_idx):
-        self._step("val", batch)
+        """Returns the batch-mean KL of each latent dim (callbacks.KLHistogram reads it)."""
+        return {"kl_dims": self._step("val", batch)["kl_dims"].detach()}
 
     def test_step(self, batch, batch_idx):
         self._step("test", batch)
