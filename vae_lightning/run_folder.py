@@ -1,14 +1,12 @@
 """A Hydra callback that checks the run (or sweep) folder before Hydra writes anything into it."""
 
-import os
-import sys
 import tempfile
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from vae_lightning.errors import UserError
+from vae_lightning.errors import UserError, exit_with
 
 RUN_OUTPUTS = ("checkpoints", "metrics.json", "tensorboard")
 
@@ -41,13 +39,6 @@ def check_folder(folder: Path, key: str, resume: bool = False, sweep: bool = Fal
         ) from None
 
 
-def _report(error: UserError) -> None:
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        raise error
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
-
-
 class RunFolderGuard(Callback):
     """Refuse an unwritable folder, or one holding an earlier run, with one line and exit 2."""
 
@@ -55,10 +46,10 @@ class RunFolderGuard(Callback):
         try:
             check_folder(Path(str(config.hydra.run.dir)), "hydra.run.dir", resume=bool(config.get("resume")))
         except UserError as e:
-            _report(e)
+            exit_with(e)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
             check_folder(Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir", sweep=True)
         except UserError as e:
-            _report(e)
+            exit_with(e)
