@@ -35,6 +35,17 @@ class PauseAt(Callback):
             time.sleep(120)
 
 
+class RecordBatches(Callback):
+    """Test instrumentation: append (epoch, batch_idx, pixel sum) of every trained batch to ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        with self.path.open("a") as f:
+            f.write(f"{trainer.current_epoch} {batch_idx} {batch[0].sum().item():.3f}\n")
+
+
 class PoisonAt(Callback):
     """Test instrumentation: at (epoch, batch) a weight becomes NaN, as after an overflow."""
 
@@ -107,8 +118,9 @@ def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_mnist, t
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_mnist, tmp_path):
-    run, marker = tmp_path / "run", tmp_path / "paused"
-    proc = start_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}",
+    run, marker, seen = tmp_path / "run", tmp_path / "paused", tmp_path / "seen.txt"
+    record = callback_overrides("record", RecordBatches, path=seen)
+    proc = start_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", *record,
                        *callback_overrides("pause", PauseAt, epoch=1, batch=5, marker=marker))
     wait_for(marker, proc)
     proc.send_signal(signal.SIGINT)
@@ -119,10 +131,17 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_mnist, tmp_path):
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == step and saved["epoch"] == 1
 
-    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true")
+    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true", *record)
     assert proc.returncode == 0, proc.stderr[-3000:]
     done = json.loads((run / "metrics.json").read_text())
     assert (done["epochs"], done["global_step"]) == (2, 2 * STEPS_PER_EPOCH)  # the epoch was finished, not redone
+
+    # the resumed epoch trained on exactly the batches the interrupted one had not reached, in the same order
+    reference = tmp_path / "reference.txt"
+    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={tmp_path / 'ref'}",
+                     *callback_overrides("record", RecordBatches, path=reference))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert seen.read_text().splitlines() == reference.read_text().splitlines()
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_mnist, tmp_path):

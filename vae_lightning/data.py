@@ -99,6 +99,7 @@ class IndexBatches:
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch = 0
         self.device = torch.device("cpu")  # where the index batches live (the data's device)
+        self.skip = 0  # batches of this epoch already trained on before a mid-epoch resume (used once)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -117,7 +118,8 @@ class IndexBatches:
         else:
             order = torch.arange(self.n)
         order = order[: self._shard_size() * self.world_size][self.rank :: self.world_size].to(self.device)
-        for i in range(len(self)):
+        start, self.skip = self.skip, 0
+        for i in range(start, len(self)):
             yield order[i * self.batch_size : (i + 1) * self.batch_size]
 
 
@@ -204,6 +206,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.on_device = on_device
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._device_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._resume_batches = 0
 
     @property
     def data_range(self) -> tuple[float, float]:
@@ -264,7 +267,21 @@ class MNISTDataModule(L.LightningDataModule):
         return TensorBatches(images, labels, sampler, self.mean, self.std, self.binarize and name == "train")
 
     def train_dataloader(self) -> TensorBatches:
-        return self.loader("train", shuffle=True)
+        loader = self.loader("train", shuffle=True)
+        loader.sampler.skip, self._resume_batches = self._resume_batches, 0
+        return loader
+
+    def state_dict(self) -> dict:
+        """Saved in checkpoints: how many batches of the current epoch were trained on, so a resume from
+        a mid-epoch checkpoint (Ctrl-C) serves exactly the rest of that epoch's order."""
+        progress = getattr(getattr(self.trainer, "fit_loop", None), "epoch_loop", None)
+        if progress is None:
+            return {}
+        done = progress.batch_progress.current.completed
+        return {"train_batches_done": done if done < self.trainer.num_training_batches else 0}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._resume_batches = int(state_dict.get("train_batches_done", 0))
 
     def val_dataloader(self) -> TensorBatches:
         return self.loader("val")
