@@ -111,3 +111,22 @@ def test_overrides_that_conflict_with_the_checkpoint_are_refused(latent2_run, tm
     module, config = load_module(ckpt, overrides={"data.root": str(tmp_path), "data.binarize": True})
     assert config["data"]["root"] == str(tmp_path) and config["data"]["binarize"] is True
     assert config["model"]["latent_dim"] == 2 and not module.training
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("iw_samples", 0, r"eval.iw_samples=0 must be >= 1, e.g. eval.iw_samples=1000"),
+        ("batch_size", "abc", r"eval.batch_size='abc' must be an integer >= 1, e.g. eval.batch_size=100"),
+        ("max_decodes", True, r"eval.max_decodes=True must be an integer >= 1"),
+    ],
+)
+def test_eval_settings_are_checked_before_anything_loads(key, value, message):
+    from omegaconf import OmegaConf
+
+    from vae_lightning import eval as eval_entry
+
+    settings = {"iw_samples": 10, "batch_size": 100, "max_decodes": 1000, "split": "test", key: value}
+    cfg = OmegaConf.create({"eval": settings, "ckpt_path": "/nonexistent.ckpt"})
+    with pytest.raises(UserError, match=message):
+        eval_entry.run(cfg)

@@ -77,3 +77,14 @@ def test_sample_entry_point_writes_the_tutorials_16x16_grid(latent2_run, tmp_pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert Image.open(tmp_path / "generated_images.png").size == grid_size(16, 16)
     assert not (tmp_path / "outputs").exists()  # sampling makes no Hydra run folder
+
+
+@pytest.mark.parametrize("n,nrow,message", [(0, None, r"n=0 must be >= 1, e.g. n=256"),
+                                            (16, 0, r"nrow=0 must be >= 1 \(or null for sqrt\(n\)\)")])
+def test_grid_size_is_checked_before_anything_loads(n, nrow, message):
+    from omegaconf import OmegaConf
+
+
+    cfg = OmegaConf.create({"mode": "prior", "n": n, "nrow": nrow, "ckpt_path": "/nonexistent.ckpt"})
+    with pytest.raises(UserError, match=message):
+        sample.run(cfg)

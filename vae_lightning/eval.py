@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vae_lightning.checkpoint import build_datamodule, load_module
+from vae_lightning.config import check_number
 from vae_lightning.errors import UserError, exit_with
 from vae_lightning.files import write_json
 from vae_lightning.metrics import ACTIVE_UNIT_THRESHOLD, active_units, iw_log_likelihood
@@ -91,10 +92,8 @@ def run(cfg: DictConfig) -> dict:
     """Evaluate the checkpoint, write eval.json, return the result."""
     start = time.perf_counter()
     for key in ("iw_samples", "batch_size", "max_decodes"):
-        value = cfg.eval[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            example = 1000 if key == "iw_samples" else 100
-            raise UserError(f"eval.{key}={value!r} must be an integer >= 1, e.g. eval.{key}={example}")
+        example = 1000 if key == "iw_samples" else 100
+        check_number(cfg, f"eval.{key}", integer=True, low=1, hint=f", e.g. eval.{key}={example}")
     if cfg.eval.split not in ("test", "val"):
         raise UserError(f"eval.split={cfg.eval.split!r} must be test or val")
     device = pick_device(cfg.device)

@@ -17,6 +17,7 @@ from torch.distributions import Normal
 from torchvision.utils import save_image
 
 from vae_lightning.checkpoint import build_datamodule, load_module
+from vae_lightning.config import check_number
 from vae_lightning.data import normalize
 from vae_lightning.errors import UserError, exit_with
 from vae_lightning.eval import pick_device, requested_overrides
@@ -80,12 +81,11 @@ def run(cfg: DictConfig) -> Path:
     """Decode the grid for cfg.mode and save it as a PNG; return its path."""
     if cfg.mode not in MODES:
         raise UserError(f"mode={cfg.mode!r} is not one of {', '.join(MODES)}")
+    check_number(cfg, "n", integer=True, low=1, hint=", e.g. n=256")
+    if cfg.nrow is not None:
+        check_number(cfg, "nrow", integer=True, low=1, hint=" (or null for sqrt(n))")
     n = cfg.n
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise UserError(f"n={n!r} must be an integer >= 1, e.g. n=256")
     nrow = cfg.nrow if cfg.nrow is not None else max(1, math.isqrt(n))
-    if isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1:
-        raise UserError(f"nrow={nrow!r} must be an integer >= 1 (or null for sqrt(n))")
     device = pick_device(cfg.device)
     module, config = load_module(cfg.ckpt_path, map_location=str(device), overrides=requested_overrides(cfg))
     generator = torch.Generator().manual_seed(cfg.seed)
