@@ -27,8 +27,9 @@ from torchvision import datasets, transforms
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vae_lightning.data import IndexBatches, MNISTDataModule, normalize  # noqa: E402
-from vae_lightning.module import VAEModule  # noqa: E402
+from vae_lightning.data.in_memory import normalize  # noqa: E402
+from vae_lightning.data.mnist import MNISTDataModule  # noqa: E402
+from vae_lightning.models.vae_module import VAEModule  # noqa: E402
 from vae_lightning.resolvers import register_resolvers  # noqa: E402
 from vae_lightning.train import build  # noqa: E402
 
@@ -78,14 +79,14 @@ def sync(device):
 
 def fresh_module(**model_kw) -> VAEModule:
     L.seed_everything(SEED, verbose=False)
-    return VAEModule(latent_dim=20, hidden_dims=[512, 256], loss="bce", **model_kw)
+    return VAEModule(latent_dim=20, loss="bce", **model_kw)  # the default network: the tutorial MLP
 
 
 @torch.no_grad()
 def val_loss(module: VAEModule, images: torch.Tensor, device) -> float:
     total = 0.0
     for i in range(0, len(images), 1000):
-        x = normalize(images[i : i + 1000].to(device), 0.0, 1.0)
+        x = normalize(images[i : i + 1000].to(device))
         total += module.losses(x)["loss"].item() * len(x)
     return total / len(images)
 
@@ -120,14 +121,13 @@ def plain_loop(args, device, batch_size, dm: MNISTDataModule):
     images = dm.split("train")[0].to(device)
     module = fresh_module().to(device)
     opt = torch.optim.Adam(module.parameters(), lr=1e-3, fused=True)  # as conf/optimizer/adam.yaml
-    sampler = IndexBatches(len(images), batch_size, shuffle=True, seed=dm.seed)
     times = []
     for epoch in range(args.epochs):
-        sampler.set_epoch(epoch)
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(dm.seed + epoch)).to(device)
         sync(device)
         start = time.perf_counter()
-        for idx in sampler:
-            x = normalize(images[idx.to(device)], 0.0, 1.0)
+        for idx in order.split(batch_size):
+            x = normalize(images[idx])
             loss = module.losses(x)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()

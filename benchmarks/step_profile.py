@@ -16,8 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vae_lightning.data import normalize  # noqa: E402
-from vae_lightning.module import VAEModule  # noqa: E402
+from vae_lightning.data.in_memory import normalize  # noqa: E402
+from vae_lightning.models.vae_module import VAEModule  # noqa: E402
 
 
 def per_step_ms(fn, steps: int) -> float:
@@ -38,15 +38,15 @@ def main():
     torch.manual_seed(0)
     module = VAEModule()
     params = sum(p.numel() for p in module.parameters())
-    images = torch.randint(0, 256, (args.train_size, 28, 28), dtype=torch.uint8)
+    images = torch.randint(0, 256, (args.train_size, 1, 28, 28), dtype=torch.uint8)
     idx = torch.randperm(args.train_size)[: args.batch_size]
-    x = normalize(images[idx], 0.0, 1.0)
+    x = normalize(images[idx])
 
     def forward_backward():
         module.zero_grad(set_to_none=False)
         module.losses(x)["loss"].backward()
 
-    rows = {"batch: index uint8 + normalize": per_step_ms(lambda: normalize(images[idx], 0.0, 1.0), args.steps)}
+    rows = {"batch: index uint8 + normalize": per_step_ms(lambda: normalize(images[idx]), args.steps)}
     rows["forward + backward"] = fb = per_step_ms(forward_backward, args.steps)
     forward_backward()
     for name, kw in (("for-loop", {"foreach": False}), ("foreach", {"foreach": True}), ("fused", {"fused": True})):

@@ -12,9 +12,9 @@ class Probe(L.Callback):
         self.record: dict = {"train_indices": []}
 
     def on_train_epoch_start(self, trainer, pl_module):
-        sampler = trainer.train_dataloader.sampler
-        self.record["world_size"], self.record["batch_size"] = sampler.world_size, sampler.batch_size
-        self.record["train_indices"].append([int(i) for batch in sampler for i in batch])
+        batches = trainer.train_dataloader.batch_sampler  # torch's BatchSampler over a DistributedSampler
+        self.record["world_size"], self.record["batch_size"] = batches.sampler.num_replicas, batches.batch_size
+        self.record["train_indices"].append([int(i) for batch in batches for i in batch])
 
     def on_fit_end(self, trainer, pl_module):
         self.out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, TINY, make_mnist_root
-from vae_lightning.data import DATASETS, _reachable
+from vae_lightning.data.download import reachable
+from vae_lightning.data.mnist import DATASETS
 
 DRIVER = """
 import contextlib, io, json, os, runpy, sys
@@ -107,7 +108,7 @@ def outcomes(tiny_mnist, tmp_path_factory):
         "diverging lr": ([root, *TINY, "optimizer.lr=1e6"],
                          "training diverged at epoch 0, step 2: train/loss is nan; lower optimizer.lr (now 1e+06)"),
     }
-    if not any(_reachable(m, timeout=1) for m in DATASETS["mnist"].mirrors):  # offline, as here: must fail in seconds
+    if not any(reachable(m, timeout=1) for m in DATASETS["mnist"].mirrors):  # offline, as here: must fail in seconds
         cases["root missing, offline"] = ([f"data.root={missing}"], f"MNIST not found in {missing}/MNIST/raw and no "
                                           "download server answers (ossci-datasets.s3.amazonaws.com, yann.lecun.com)")
     runs = {name: tmp / "runs" / str(i) for i, name in enumerate(cases)}
@@ -158,13 +159,13 @@ def test_unknown_group_option_lists_the_choices(outcomes):
     result = outcomes["cifar"]
     assert result["code"] == 1 and "Traceback" not in result["stderr"]
     assert "Could not find 'data/cifar'" in result["stderr"]
-    assert "Available options in 'data':\n\tfashion_mnist\n\tkmnist\n\tmnist" in result["stderr"]
+    assert "Available options in 'data':\n\tarrays\n\tcifar10\n\tfashion_mnist\n\timage_folder\n\tkmnist\n\tmnist" in result["stderr"]
 
 
 def test_HYDRA_FULL_ERROR_shows_the_traceback(outcomes):
     result = outcomes["full"]
     assert result["code"] != 0 and "Traceback" in result["stderr"]
-    assert "UserError: model.latent_dim=0 must be >= 1" in result["stderr"]
+    assert "Error: model.latent_dim=0 must be >= 1" in result["stderr"]  # SettingError, a UserError
 
 
 def test_runs_started_together_never_share_a_folder(tiny_mnist, tmp_path):

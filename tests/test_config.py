@@ -1,16 +1,23 @@
 """Hydra composition: every documented override lands where the code reads it."""
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO
-from vae_lightning.config import validate
 from vae_lightning.errors import UserError
 from vae_lightning.resolvers import register_resolvers
+from vae_lightning.train import build_components, check_run_settings
 
 register_resolvers()
+
+
+def check_config(cfg):
+    """What train.py refuses before a run starts: its own settings, then every component as it is built."""
+    check_run_settings(cfg)
+    return build_components(cfg)
 
 
 def cfg_with(*overrides: str):
@@ -20,11 +27,13 @@ def cfg_with(*overrides: str):
 
 def test_defaults_are_the_tutorials():
     cfg = cfg_with()
-    assert cfg.model.latent_dim == 20 and list(cfg.model.hidden_dims) == [512, 256] and cfg.model.loss == "bce"
+    assert cfg.model.latent_dim == 20 and list(cfg.model.net.hidden_dims) == [512, 256] and cfg.model.loss == "bce"
+    assert cfg.model.net._target_.endswith("MLPNet") and cfg.model.net.activation == "relu"
     assert cfg.data.batch_size == 64 and cfg.data.name == "mnist" and (cfg.data.mean, cfg.data.std) == (0.0, 1.0)
     assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 1e-3
     assert cfg.trainer.max_epochs == 50 and cfg.callbacks.sample_grid.num_samples == 256
-    validate(cfg)
+    datamodule, model = check_config(cfg)
+    assert sum(p.numel() for p in model.net.parameters()) == 1_082_680 and datamodule.image_shape == (1, 28, 28)
 
 
 @pytest.mark.parametrize(
@@ -45,12 +54,42 @@ def test_defaults_are_the_tutorials():
         ("seed=7", "seed", 7),
         ("scheduler=cosine", "scheduler.T_max", 50),
         ("experiment=latent2", "model.latent_dim", 2),
+        ("model/net=conv", "model.net._target_", "vae_lightning.models.networks.ConvNet"),
+        ("model.net.hidden_dims=[1024,512]", "model.net.hidden_dims", [1024, 512]),
+        ("model.net.activation=tanh", "model.net.activation", "tanh"),
     ],
 )
 def test_override_lands(override, key, value):
     cfg = cfg_with(override)
     assert OmegaConf.select(cfg, key) == value
-    validate(cfg)
+    check_config(cfg)
+
+
+def test_network_is_chosen_by_config_and_its_settings_reach_it():
+    from vae_lightning.models.networks import ConvNet, MLPNet
+
+    _, model = check_config(cfg_with("model/net=conv", "model.net.channels=[8,16]", "model.latent_dim=5"))
+    assert isinstance(model.net, ConvNet) and model.net.fc_mu.out_features == 5
+    assert [m.out_channels for m in model.net.encoder if isinstance(m, torch.nn.Conv2d)] == [8, 16]
+    _, model = check_config(cfg_with("model.net.hidden_dims=[1024,512]"))
+    assert isinstance(model.net, MLPNet) and model.net.encoder[0][0].out_features == 1024
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["model/net=conv", "model.net.channels=[8,16,32]"], r"^model.net.channels=\[8, 16, 32\] halves the 28x28 images 3"),
+        (["model.net.hidden_dims=[]"], r"^model.net.hidden_dims=\[\] must be a non-empty list of positive integers"),
+        (["model.net.activation=swish"], r"^model.net.activation='swish' is not one of relu, tanh"),
+        (["data.std=inf"], r"^data.std=inf must be a finite number > 0"),
+        (["data.mean=nan"], r"^data.mean=nan must be a finite number"),
+        (["model.kl_weight=nan"], r"^model.kl_weight=nan must be a finite number >= 0"),
+        (["optimizer.lr=nan"], r"^optimizer.lr=nan must be a finite number > 0"),
+    ],
+)
+def test_components_refuse_their_own_bad_settings_under_their_config_path(overrides, message):
+    with pytest.raises(UserError, match=message):
+        check_config(cfg_with(*overrides))
 
 
 def test_data_root_defaults_to_DATA_DIR_then_repo_data(monkeypatch):
@@ -61,13 +100,11 @@ def test_data_root_defaults_to_DATA_DIR_then_repo_data(monkeypatch):
 
 
 def test_optimizer_config_instantiates_a_working_optimizer():
-    import torch
-
     opt = instantiate(cfg_with("optimizer.lr=5e-4").optimizer)([torch.nn.Parameter(torch.zeros(3))])
     assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["lr"] == 5e-4
 
 
 def test_the_tutorials_mismatch_is_refused_before_training():
     with pytest.raises(UserError, match=r"model.loss=bce .*\[-1, 1\].*data.mean=0 data.std=1.*model.loss=mse"):
-        validate(cfg_with("model.loss=bce", "data.mean=0.5", "data.std=0.5"))
-    validate(cfg_with("model.loss=mse", "data.mean=0.5", "data.std=0.5"))
+        check_config(cfg_with("model.loss=bce", "data.mean=0.5", "data.std=0.5"))
+    check_config(cfg_with("model.loss=mse", "data.mean=0.5", "data.std=0.5"))

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from tests.conftest import TINY, run_train
-from vae_lightning.data import IndexBatches, MNISTDataModule
+from tests.test_data import index_loader
+from vae_lightning.data.mnist import MNISTDataModule
 from vae_lightning.errors import UserError
 
 
@@ -16,11 +17,11 @@ def test_ranks_see_disjoint_shards_of_equal_length(n, batch, world):
     for epoch in (0, 1):
         shards = []
         for rank in range(world):
-            sampler = IndexBatches(n, batch, shuffle=True, seed=3, rank=rank, world_size=world)
-            sampler.set_epoch(epoch)
-            batches = list(sampler)
-            assert len(batches) == len(sampler) == math.ceil((n // world) / batch)  # the documented steps per epoch
-            shards.append([int(i) for b in batches for i in b])
+            loader = index_loader(n, batch, shuffle=True, seed=3, rank=rank, world_size=world)
+            loader.batch_sampler.sampler.set_epoch(epoch)
+            batches = list(loader)
+            assert len(batches) == len(loader) == math.ceil((n // world) / batch)  # the documented steps per epoch
+            shards.append([int(i) for _, y in batches for i in y])
         seen = [i for shard in shards for i in shard]
         assert len(seen) == len(set(seen)) == (n // world) * world  # no sample twice; at most world-1 dropped
 
@@ -28,7 +29,7 @@ def test_ranks_see_disjoint_shards_of_equal_length(n, batch, world):
 def test_batch_size_is_global_and_must_divide(tiny_mnist):
     dm = MNISTDataModule(root=str(tiny_mnist), batch_size=32, val_size=100)
     dm.trainer = SimpleNamespace(global_rank=1, world_size=2)
-    assert dm.train_dataloader().sampler.batch_size == 16
+    assert dm.train_dataloader().batch_sampler.batch_size == 16
     dm.batch_size = 33
     with pytest.raises(UserError, match="data.batch_size=33 .* must divide by the 2 devices"):
         dm.train_dataloader()

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from tests.conftest import run_module
-from vae_lightning.checkpoint import load_module
-from vae_lightning.data import normalize
+from vae_lightning.data.in_memory import normalize
 from vae_lightning.errors import UserError
-from vae_lightning.metrics import active_units, iw_log_likelihood, iw_log_mean_exp
+from vae_lightning.models.metrics import active_units, iw_log_likelihood, iw_log_mean_exp
+from vae_lightning.runs.checkpoints import build_datamodule, load_module
 
 
 def test_chunked_logsumexp_equals_one_pass_and_never_overflows():
@@ -44,10 +44,8 @@ def test_active_units_counts_dims_whose_posterior_means_vary():
 @pytest.fixture(scope="module")
 def loaded(latent2_run):
     module, config = load_module(latent2_run / "checkpoints" / "last.ckpt")
-    from vae_lightning.checkpoint import build_datamodule
-
-    images, _ = build_datamodule(config).split("test")
-    return module, normalize(images, 0.0, 1.0)
+    images, _ = build_datamodule(config, module).split("test")
+    return module, normalize(images)
 
 
 def test_iw_estimate_tightens_as_k_grows_and_bounds_the_elbo(loaded):
@@ -62,13 +60,16 @@ def test_iw_estimate_tightens_as_k_grows_and_bounds_the_elbo(loaded):
 
 
 def test_iw_estimate_does_not_depend_on_the_chunk_size(loaded):
+    """The two estimates draw different z, so they differ per image by Monte-Carlo noise (~1 nat here);
+    over the 200 test images the mean difference is ~0 (its standard error ~0.07) unless chunking biases it."""
     module, x = loaded
-    x = x[:100]
     torch.manual_seed(1)
     one_pass = iw_log_likelihood(module, x, 60, max_decodes=60 * len(x))
     torch.manual_seed(1)
     chunked = iw_log_likelihood(module, x, 60, max_decodes=7 * len(x))  # 9 chunks of <= 7
-    assert (one_pass - chunked).abs().mean() < 0.5, (one_pass - chunked).abs().mean()
+    diff = one_pass - chunked
+    assert abs(diff.mean()) < 0.25, (diff.mean(), diff.std())
+    assert diff.abs().mean() < 2.0, diff.abs().mean()  # same estimator, same noise level
 
 
 def test_eval_entry_point_writes_eval_json_and_prints_a_table(latent2_run):

@@ -10,11 +10,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.distributions import ContinuousBernoulli
 
 from tests.conftest import REPO
-from vae_lightning.config import validate
-from vae_lightning.data import MNISTDataModule
+from tests.test_config import check_config
+from tests.test_model import mlp
+from vae_lightning.data.mnist import MNISTDataModule
 from vae_lightning.errors import UserError
-from vae_lightning.losses import cb_log_norm, likelihood_mean, reconstruction
-from vae_lightning.module import VAEModule
+from vae_lightning.models.likelihoods import Likelihood
+from vae_lightning.models.vae_module import VAEModule
 from vae_lightning.resolvers import register_resolvers
 
 register_resolvers()
@@ -23,47 +24,56 @@ LAMBDAS = torch.tensor([0.01, 0.2, 0.4999, 0.5, 0.5002, 0.7, 0.97], dtype=torch.
 GRID = torch.linspace(0, 1, 200_001, dtype=torch.float64)
 
 
+def cb_log_norm(logits: torch.Tensor) -> torch.Tensor:
+    """log C(lambda): what the cb likelihood adds to -BCE, read off its log density at x = 0 and 1."""
+    lik = Likelihood("cb")
+    at0 = -lik.nll(logits.view(-1, 1, 1, 1), torch.zeros(len(logits), 1, 1, 1))  # log C + log(1 - lambda)
+    return at0.double() - torch.log1p(-torch.sigmoid(logits.double()))
+
+
 def test_cb_log_normalizer_matches_numeric_integration():
     logits = torch.logit(LAMBDAS)
     # C(lambda) = 1 / integral_0^1 lambda^x (1 - lambda)^(1 - x) dx
     unnormalized = LAMBDAS[:, None] ** GRID * (1 - LAMBDAS[:, None]) ** (1 - GRID)
     numeric = -torch.trapezoid(unnormalized, GRID).log()
-    assert torch.allclose(cb_log_norm(logits), numeric, atol=1e-6)
+    assert torch.allclose(cb_log_norm(logits.float()), numeric, atol=1e-5)
     assert cb_log_norm(torch.zeros(1)).item() == pytest.approx(math.log(2))  # lambda = 1/2: uniform density is 1
 
 
 def test_cb_is_a_density_on_the_unit_interval_and_samples_show_its_mean():
     logits = torch.logit(LAMBDAS).float()
     x = GRID.float()[:, None].expand(-1, len(LAMBDAS))
-    nll = reconstruction("cb", logits.expand(len(GRID), -1).reshape(-1, 1), x.reshape(-1, 1), torch.sigmoid)
+    nll = Likelihood("cb").nll(logits.expand(len(GRID), -1).reshape(-1, 1, 1, 1), x.reshape(-1, 1, 1, 1))
     density = (-nll).exp().view(len(GRID), -1).double()
     assert torch.allclose(torch.trapezoid(density, GRID, dim=0), torch.ones(len(LAMBDAS), dtype=torch.float64), atol=1e-4)
     mean = torch.trapezoid(GRID[:, None] * density, GRID, dim=0)
-    assert torch.allclose(likelihood_mean("cb", logits, torch.sigmoid).double(), mean, atol=1e-4)
+    assert torch.allclose(Likelihood("cb").mean(logits).double(), mean, atol=1e-4)
     assert (mean - LAMBDAS).abs().max() > 0.1  # the mean is not lambda: showing lambda would be wrong
-    module = VAEModule(latent_dim=3, hidden_dims=[16], loss="cb")
+    module = VAEModule(latent_dim=3, net=mlp(16), loss="cb")
     z = torch.randn(4, 3)
-    expected = ContinuousBernoulli(logits=module.net.decode_logits(z)).mean.view(4, 1, 28, 28)
-    assert torch.allclose(module.sample(z), expected)
+    expected = ContinuousBernoulli(logits=module.net.decode(z)).mean
+    assert module.decode(z).shape == (4, 1, 28, 28) and torch.allclose(module.decode(z), expected)
 
 
 def test_mse_is_a_gaussian_density_with_variance_one_half():
     x = torch.linspace(-6, 6, 120_001, dtype=torch.float64)[:, None]
-    logit = torch.full_like(x, 0.3)  # decoder output sigmoid(0.3) = 0.574
-    density = (-reconstruction("mse", logit, x, torch.sigmoid)).exp()
+    logit = torch.full_like(x, 0.3)  # decoder output: the mean is -6 + 12 * sigmoid(0.3)
+    density = (-Likelihood("mse", data_range=(-6.0, 6.0)).nll(logit.view(-1, 1, 1, 1), x.view(-1, 1, 1, 1))).exp()
     assert torch.trapezoid(density, x[:, 0]).item() == pytest.approx(1.0, abs=1e-6)
-    variance = torch.trapezoid((x[:, 0] - torch.sigmoid(torch.tensor(0.3))) ** 2 * density, x[:, 0])
+    mean = -6.0 + 12.0 * torch.sigmoid(torch.tensor(0.3, dtype=torch.float64))  # sigmoid scaled to the data range
+    assert torch.trapezoid(x[:, 0] * density, x[:, 0]).item() == pytest.approx(mean.item(), abs=1e-4)
+    variance = torch.trapezoid((x[:, 0] - mean) ** 2 * density, x[:, 0])
     assert variance.item() == pytest.approx(0.5, abs=1e-4)
 
 
 def test_kl_warmup_is_linear_from_zero_to_beta():
-    module = VAEModule(latent_dim=2, hidden_dims=[8], kl_weight=2.0, kl_warmup_epochs=4)
+    module = VAEModule(latent_dim=2, net=mlp(8), kl_weight=2.0, kl_warmup_epochs=4)
     assert [module.kl_weight_at(e) for e in (0, 1, 2.5, 4, 9)] == [0.0, 0.5, 1.25, 2.0, 2.0]
-    assert VAEModule(latent_dim=2, hidden_dims=[8], kl_weight=0.5).kl_weight_at(0) == 0.5  # no warm-up
+    assert VAEModule(latent_dim=2, net=mlp(8), kl_weight=0.5).kl_weight_at(0) == 0.5  # no warm-up
 
 
 def test_loss_stays_the_negative_elbo_and_beta_weights_only_the_objective():
-    module = VAEModule(latent_dim=4, hidden_dims=[32], kl_weight=4.0)
+    module = VAEModule(latent_dim=4, net=mlp(32), kl_weight=4.0)
     torch.manual_seed(0)
     out = module.losses(torch.rand(16, 1, 28, 28))
     assert out["kl"] > 0
@@ -77,7 +87,7 @@ def test_free_bits_stop_the_kl_gradient_below_the_threshold():
     torch.manual_seed(0)
     x = torch.rand(32, 1, 28, 28)
     for free_bits, kl_gets_gradient in ((0.0, True), (5.0, False)):
-        module = VAEModule(latent_dim=4, hidden_dims=[32], free_bits=free_bits)
+        module = VAEModule(latent_dim=4, net=mlp(32), free_bits=free_bits)
         torch.manual_seed(1)
         out = module.losses(x)
         per_dim_floor = 4 * free_bits
@@ -89,7 +99,7 @@ def test_free_bits_stop_the_kl_gradient_below_the_threshold():
 def test_training_logs_the_objective_and_the_warmup_weight(tiny_mnist):
     L.seed_everything(0)
     dm = MNISTDataModule(root=str(tiny_mnist), batch_size=50, val_size=100, download=False)
-    module = VAEModule(latent_dim=4, hidden_dims=[32], kl_weight=2.0, kl_warmup_epochs=2, free_bits=0.1)
+    module = VAEModule(latent_dim=4, net=mlp(32), kl_weight=2.0, kl_warmup_epochs=2, free_bits=0.1)
     trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu")
     trainer.fit(module, datamodule=dm)
@@ -106,7 +116,7 @@ def test_binarization_is_dynamic_for_training_and_fixed_for_test(tiny_mnist):
     loader = dm.train_dataloader()
     first = next(iter(loader))[0]
     again = next(iter(loader))[0]
-    loader.sampler.set_epoch(1)
+    loader.batch_sampler.sampler.set_epoch(1)  # what Lightning does at each epoch's start
     other_epoch = next(iter(loader))[0]
     assert set(first.unique().tolist()) == {0.0, 1.0}
     assert torch.equal(first, again) and not torch.equal(first[: len(other_epoch)], other_epoch)
@@ -114,7 +124,7 @@ def test_binarization_is_dynamic_for_training_and_fixed_for_test(tiny_mnist):
     p = next(iter(grey.train_dataloader()))[0]
     assert (first.mean() - p.mean()).abs() < 0.005  # Bernoulli(p) draws keep the grey level on average
     test = dm.split("test")[0]
-    assert set(test.unique().tolist()) == {0, 255}
+    assert test.shape == (200, 1, 28, 28) and set(test.unique().tolist()) == {0, 255}
     other_seed = MNISTDataModule(root=str(tiny_mnist), val_size=100, download=False, binarize=True, seed=7)
     assert torch.equal(test, other_seed.split("test")[0])  # the test set does not depend on data.seed
 
@@ -148,4 +158,4 @@ def test_bad_knob_values_are_refused(override, match):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=override.split())
     with pytest.raises(UserError, match=match):
-        validate(cfg)
+        check_config(cfg)

@@ -13,7 +13,7 @@ from tests.conftest import REPO, SHARED_DATA
 NOTEBOOKS = REPO / "notebooks"
 # Seconds, not minutes: a few batches per epoch, small test sets and no final test pass.
 TINY_TRAIN = ["trainer.limit_train_batches=30", "trainer.limit_val_batches=5", "test=false",
-              "model.hidden_dims=[128,64]", "callbacks.latent_embedding.num_points=100",
+              "model.net.hidden_dims=[128,64]", "callbacks.latent_embedding.num_points=100",
               "callbacks.sample_grid.num_samples=16", "callbacks.sample_grid.nrow=4", "trainer.log_every_n_steps=5",
               "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 

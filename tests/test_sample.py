@@ -9,9 +9,10 @@ from torch.distributions import Normal
 
 from tests.conftest import REPO, run_module
 from vae_lightning import sample
-from vae_lightning.checkpoint import load_module
+from tests.test_model import mlp
 from vae_lightning.errors import UserError
-from vae_lightning.module import VAEModule
+from vae_lightning.models.vae_module import VAEModule
+from vae_lightning.runs.checkpoints import load_module
 
 
 def sample_cfg(*overrides: str):
@@ -57,12 +58,12 @@ def test_decoded_grids_are_in_the_unit_range_and_rows_follow_the_mode(latent2_ru
     assert torch.allclose(walk[0, -1] - walk[0, 0], torch.tensor([6.0, 0.0])) or torch.allclose(
         walk[0, -1] - walk[0, 0], torch.tensor([0.0, 6.0])
     )  # one dim moves by 2 * span, the other stays
-    images = module.to_unit_range(module.sample(torch.randn(64, 2) * 3))
+    images = module.to_unit_range(module.decode(torch.randn(64, 2) * 3))
     assert images.shape == (64, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
 
 
 def test_manifold_needs_a_2d_latent_space(tmp_path):
-    module = VAEModule(latent_dim=3, hidden_dims=[16])
+    module = VAEModule(latent_dim=3, net=mlp(16))
     ckpt = tmp_path / "three.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
                 "run_config": {"data": {"mean": 0.0, "std": 1.0}}}, ckpt)

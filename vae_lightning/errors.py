@@ -1,12 +1,40 @@
-"""The one exception type for mistakes a user can fix: its message is printed as a single line."""
+"""Mistakes a user can fix: one exception type whose message is printed as a single line, and the checks
+that components run on their own settings.
 
+A component (network, DataModule, the LightningModule) checks its constructor arguments and raises
+``SettingError(name, value, problem)``. Whoever builds it from a config group adds the group's path
+(``error.under("model")``), so the user reads ``model.net.hidden_dims=[] must be ...``: a new
+component brings its own checks and nothing else restates them.
+"""
+
+import math
 import os
 import sys
+from contextlib import contextmanager
 from typing import NoReturn
 
 
 class UserError(Exception):
     """A bad setting or file; the message names it and says what to do instead."""
+
+
+class SettingError(UserError):
+    """A component's own setting is bad. ``problem`` may use ``{key}`` for the setting's full dotted name.
+
+    The value shows as typed for numbers and lists, quoted otherwise (``plain=True``: as typed whatever it is).
+    """
+
+    def __init__(self, key: str, value, problem: str, plain: bool = False) -> None:
+        self.key, self.value, self.problem, self.plain = key, value, problem, plain
+        super().__init__(str(self))
+
+    def under(self, prefix: str) -> "SettingError":
+        """The same error for the setting seen from one config level up (``prefix.key``)."""
+        return SettingError(f"{prefix}.{self.key}" if prefix else self.key, self.value, self.problem, self.plain)
+
+    def __str__(self) -> str:
+        as_typed = self.plain or (isinstance(self.value, (int, float, list)) and not isinstance(self.value, bool))
+        return f"{self.key}={self.value if as_typed else repr(self.value)} {self.problem.replace('{key}', self.key)}"
 
 
 def exit_with(error: UserError) -> NoReturn:
@@ -18,3 +46,65 @@ def exit_with(error: UserError) -> NoReturn:
         raise error
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
+
+
+def _example(example) -> str:
+    return "" if example is None else f", e.g. {{key}}={example}"  # {key}: filled in by SettingError
+
+
+def check_int(key: str, value, low: int | None = None, example=None, note: str = "") -> int:
+    """``value`` must be an integer (not a bool) >= ``low``; ``note`` explains the bound, e.g. ' (0 = off)'."""
+    bound = "" if low is None else f" >= {low}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingError(key, value, f"must be an integer{bound}{note}{_example(example)}")
+    if low is not None and value < low:
+        raise SettingError(key, value, f"must be{bound}{note}{_example(example)}")
+    return value
+
+
+def check_float(key: str, value, low: float | None = None, low_ok: bool = True, example=None, note: str = "") -> float:
+    """``value`` must be a finite number >= ``low`` (> ``low`` unless ``low_ok``)."""
+    bound = "" if low is None else f" {'>=' if low_ok else '>'} {low:g}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SettingError(key, value, f"must be a number{bound}{note}{_example(example)}")
+    if not math.isfinite(value):
+        raise SettingError(key, value, f"must be a finite number{bound}{note}{_example(example)}")
+    if low is not None and (value < low or (value == low and not low_ok)):
+        raise SettingError(key, value, f"must be{bound}{note}{_example(example)}")
+    return float(value)
+
+
+def check_bool(key: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise SettingError(key, value, "must be true or false")
+    return value
+
+
+def check_choice(key: str, value, choices) -> str:
+    if value not in choices:
+        raise SettingError(key, value, f"is not one of {', '.join(choices)}")
+    return value
+
+
+@contextmanager
+def settings_of(where: str):
+    """Inside, a component's SettingError is reported under its config path ``where`` (e.g. ``data``)."""
+    try:
+        yield
+    except SettingError as e:
+        raise e.under(where) from None
+
+
+def instantiate_component(config, where: str, **kwargs):
+    """``hydra.utils.instantiate(config, **kwargs)``, with the component's own SettingError reported under
+    its config path ``where`` (e.g. ``model``), and any other UserError passed on as it is."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    with settings_of(where):
+        try:
+            return instantiate(config, **kwargs)
+        except InstantiationException as e:
+            if isinstance(e.__cause__, UserError):
+                raise e.__cause__ from None
+            raise

@@ -12,24 +12,29 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vae_lightning.checkpoint import build_datamodule, load_module
-from vae_lightning.config import check_number
-from vae_lightning.errors import UserError, exit_with
+from vae_lightning.errors import UserError, check_choice, check_int, exit_with, settings_of
 from vae_lightning.files import write_json
-from vae_lightning.metrics import ACTIVE_UNIT_THRESHOLD, active_units, iw_log_likelihood
+from vae_lightning.models.metrics import ACTIVE_UNIT_THRESHOLD, active_units, iw_log_likelihood
 from vae_lightning.resolvers import register_resolvers
+from vae_lightning.runs.checkpoints import build_datamodule, load_module
 
 register_resolvers()
 
 
 def requested_overrides(cfg: DictConfig) -> dict:
-    """{"data.root": ...} for every data.* / model.* value the user set (null = the checkpoint's)."""
+    """{"data.root": ...} for every data.* (or model.*, refused later) value the user set (null = the checkpoint's)."""
     return {
         f"{section}.{k}": v
         for section in ("data", "model")
-        for k, v in (OmegaConf.to_container(cfg.get(section) or {}, resolve=True)).items()
+        if cfg.get(section) is not None
+        for k, v in OmegaConf.to_container(cfg[section], resolve=True).items()
         if v is not None
     }
+
+
+def dataset_name(data_config: dict) -> str:
+    """'mnist', 'fashion_mnist'... or the DataModule's class name for datasets without a ``name``."""
+    return data_config.get("name") or str(data_config.get("_target_", "?")).rsplit(".", 1)[-1]
 
 
 def pick_device(name: str) -> torch.device:
@@ -58,7 +63,7 @@ def evaluate(module, batches, iw_samples: int, max_decodes: int) -> dict:
         sums["recon"] += out["recon"].item() * b
         sums["kl"] += out["kl"].item() * b
         sums["iw_nll"] += -iw_log_likelihood(module, x, iw_samples, max_decodes).sum().item()
-        mus.append(module.net.encode(x)[0].cpu())
+        mus.append(module.encode(x)[0].cpu())
         n += b
     units, variance = active_units(torch.cat(mus))
     return {
@@ -66,7 +71,7 @@ def evaluate(module, batches, iw_samples: int, max_decodes: int) -> dict:
         "n_images": n,
         "iw_samples": iw_samples,
         "active_units": units,
-        "latent_dim": int(module.hparams.latent_dim),
+        "latent_dim": module.latent_dim,
         "unit_variance": [round(v, 6) for v in variance.tolist()],
     }
 
@@ -92,24 +97,22 @@ def run(cfg: DictConfig) -> dict:
     """Evaluate the checkpoint, write eval.json, return the result."""
     start = time.perf_counter()
     for key in ("iw_samples", "batch_size", "max_decodes"):
-        example = 1000 if key == "iw_samples" else 100
-        check_number(cfg, f"eval.{key}", integer=True, low=1, hint=f", e.g. eval.{key}={example}")
-    if cfg.eval.split not in ("test", "val"):
-        raise UserError(f"eval.split={cfg.eval.split!r} must be test or val")
+        check_int(f"eval.{key}", cfg.eval.get(key), low=1, example=1000 if key == "iw_samples" else 100)
+    check_choice("eval.split", cfg.eval.get("split"), ("test", "val"))
     device = pick_device(cfg.device)
     ckpt_path = Path(str(cfg.ckpt_path)).expanduser()
     module, config = load_module(ckpt_path, map_location=str(device), overrides=requested_overrides(cfg))
     L.seed_everything(cfg.seed, verbose=False)
-    datamodule = build_datamodule(config)
-    datamodule.batch_size = cfg.eval.batch_size
-    datamodule.prepare_data()
-    batches = datamodule.loader(cfg.eval.split)
+    datamodule = build_datamodule(config, module)
+    with settings_of("data"):
+        datamodule.prepare_data()
+    batches = datamodule.loader(cfg.eval.split, batch_size=cfg.eval.batch_size)
     result = evaluate(module, batches, cfg.eval.iw_samples, cfg.eval.max_decodes)
     data = config["data"]
     result.update(
         checkpoint=str(ckpt_path.resolve()),
         split=cfg.eval.split,
-        data=data["name"],
+        data=dataset_name(data),
         binarize=bool(data.get("binarize", False)),
         loss=module.hparams.loss,
         wall_time_s=time.perf_counter() - start,

@@ -16,34 +16,32 @@ from omegaconf import DictConfig
 from torch.distributions import Normal
 from torchvision.utils import save_image
 
-from vae_lightning.checkpoint import build_datamodule, load_module
-from vae_lightning.config import check_number
-from vae_lightning.data import normalize
-from vae_lightning.errors import UserError, exit_with
+from vae_lightning.errors import UserError, check_choice, check_float, check_int, exit_with, settings_of
 from vae_lightning.eval import pick_device, requested_overrides
 from vae_lightning.resolvers import register_resolvers
+from vae_lightning.runs.checkpoints import build_datamodule, load_module
 
 register_resolvers()
 
+
 def codes_of_test_images(module, config: dict, count: int, generator: torch.Generator) -> torch.Tensor:
     """Posterior means mu(x) of ``count`` random test images, shape (count, D)."""
-    datamodule = build_datamodule(config)
-    datamodule.prepare_data()
-    images, _ = datamodule.split("test")
-    idx = torch.randperm(len(images), generator=generator)[:count]
-    x = normalize(images[idx], datamodule.mean, datamodule.std).to(module.device)
-    return module.net.encode(x)[0]
+    datamodule = build_datamodule(config, module)
+    with settings_of("data"):
+        datamodule.prepare_data()
+    x, _ = datamodule.examples("test", count, seed=int(torch.randint(2**31 - 1, (1,), generator=generator)))
+    return module.encode(x)[0]
 
 
 def prior(module, n: int, nrow: int, generator: torch.Generator, **_) -> torch.Tensor:
-    return torch.randn(n, module.hparams.latent_dim, generator=generator)
+    return torch.randn(n, module.latent_dim, generator=generator)
 
 
 def manifold(module, n: int, nrow: int, **_) -> torch.Tensor:
     """Rows go down in z2 (top = high), columns go right in z1, both through N(0,1) quantiles."""
-    if module.hparams.latent_dim != 2:
+    if module.latent_dim != 2:
         raise UserError(
-            f"mode=manifold needs a 2-D latent space but the checkpoint has model.latent_dim={module.hparams.latent_dim}: "
+            f"mode=manifold needs a 2-D latent space but the checkpoint has model.latent_dim={module.latent_dim}: "
             "train one with experiment=latent2, or use mode=traverse"
         )
     rows = -(-n // nrow)
@@ -65,7 +63,7 @@ def interpolate(module, n: int, nrow: int, generator: torch.Generator, config: d
 def traverse(module, n: int, nrow: int, generator: torch.Generator, config: dict, span: float, **_) -> torch.Tensor:
     """Dims ordered by the spread of mu over 256 test images, so active units come first."""
     codes = codes_of_test_images(module, config, 256, generator).cpu()
-    rows = min(-(-n // nrow), module.hparams.latent_dim)
+    rows = min(-(-n // nrow), module.latent_dim)
     dims = codes.var(0).argsort(descending=True)[:rows]
     z = codes[0].repeat(rows, nrow, 1)  # (rows, nrow, D) around the first test code
     for r, d in enumerate(dims):
@@ -79,19 +77,18 @@ MODES = tuple(GRIDS)
 
 def run(cfg: DictConfig) -> Path:
     """Decode the grid for cfg.mode and save it as a PNG; return its path."""
-    if cfg.mode not in MODES:
-        raise UserError(f"mode={cfg.mode!r} is not one of {', '.join(MODES)}")
-    check_number(cfg, "n", integer=True, low=1, hint=", e.g. n=256")
-    if cfg.nrow is not None:
-        check_number(cfg, "nrow", integer=True, low=1, hint=" (or null for sqrt(n))")
-    n = cfg.n
+    check_choice("mode", cfg.get("mode"), MODES)
+    check_int("n", cfg.get("n"), low=1, example=256)
+    if cfg.get("nrow") is not None:
+        check_int("nrow", cfg.nrow, low=1, note=" (or null for sqrt(n))")
+    n, span = cfg.n, check_float("span", cfg.get("span"), low=0, low_ok=False, example=3)
     nrow = cfg.nrow if cfg.nrow is not None else max(1, math.isqrt(n))
     device = pick_device(cfg.device)
     module, config = load_module(cfg.ckpt_path, map_location=str(device), overrides=requested_overrides(cfg))
     generator = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
-        z = GRIDS[cfg.mode](module, n=n, nrow=nrow, generator=generator, config=config, span=float(cfg.span))
-        images = module.to_unit_range(module.sample(z)).cpu()
+        z = GRIDS[cfg.mode](module, n=n, nrow=nrow, generator=generator, config=config, span=span)
+        images = module.to_unit_range(module.decode(z)).cpu()
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image(images, out, nrow=nrow, padding=cfg.padding)

@@ -15,14 +15,62 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from vae_lightning.checkpoint_io import AtomicCheckpointIO
-from vae_lightning.config import checkpoint_to_resume, validate
-from vae_lightning.errors import UserError, exit_with
+from vae_lightning.errors import (
+    UserError,
+    check_bool,
+    check_float,
+    check_int,
+    exit_with,
+    instantiate_component,
+    settings_of,
+)
 from vae_lightning.files import write_json
 from vae_lightning.resolvers import register_resolvers
+from vae_lightning.runs.checkpoints import AtomicCheckpointIO
 from vae_lightning.summarize import error_line, write_run_info
 
 register_resolvers()
+
+
+def check_run_settings(cfg: DictConfig) -> None:
+    """The settings this entry point owns, and those of the components it does not (torch's optimizer,
+    Lightning's Trainer). Our own components (data, model, network) check theirs in their constructors."""
+    check_int("seed", cfg.get("seed"), example=42)
+    check_bool("resume", cfg.get("resume", False))
+    check_float("optimizer.lr", OmegaConf.select(cfg, "optimizer.lr"), low=0, low_ok=False, example="1e-3")
+    check_int("trainer.max_epochs", OmegaConf.select(cfg, "trainer.max_epochs"), low=-1, example=50,
+              note=" (-1 trains until stopped)")
+
+
+def checkpoint_to_resume(cfg: DictConfig) -> str | None:
+    """``ckpt_path``, or with ``resume=true`` this run folder's ``checkpoints/last.ckpt``; UserError if missing."""
+    path = cfg.get("ckpt_path")
+    if cfg.get("resume"):
+        if path:
+            raise UserError(f"resume=true continues this run folder's last.ckpt, ckpt_path={path} another: drop one of them")
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise UserError(f"resume=true but {last} does not exist: add hydra.run.dir=<the folder of the run to continue>")
+        return str(last)
+    if path and not Path(str(path)).is_file():
+        raise UserError(f"ckpt_path={path} is not a file: point it at a checkpoint, e.g. <run>/checkpoints/last.ckpt")
+    return path
+
+
+def build_components(cfg: DictConfig):
+    """DataModule and LightningModule from the config, each checking its own settings as it is built (no data
+    is read): the model takes its image shape and pixel range from the data."""
+    datamodule = instantiate_component(cfg.data, "data")
+    scheduler = instantiate_component(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
+    model = instantiate_component(
+        cfg.model,
+        "model",
+        input_shape=datamodule.image_shape,
+        data_range=datamodule.data_range,
+        optimizer=instantiate_component(cfg.optimizer, "optimizer"),
+        scheduler=scheduler,
+    )
+    return datamodule, model
 
 
 def build(cfg: DictConfig, resume_step: int | None = None):
@@ -31,15 +79,7 @@ def build(cfg: DictConfig, resume_step: int | None = None):
     ``resume_step``: TensorBoard hides what an interrupted run logged from this step on, so a
     resumed run's curves continue without duplicates.
     """
-    datamodule = instantiate(cfg.data)
-    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    model = instantiate(
-        cfg.model,
-        input_shape=datamodule.image_shape,
-        data_range=datamodule.data_range,
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=scheduler,
-    )
+    datamodule, model = build_components(cfg)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [
@@ -51,6 +91,25 @@ def build(cfg: DictConfig, resume_step: int | None = None):
     return datamodule, model, trainer
 
 
+def fit_progress(trainer: L.Trainer) -> tuple[int, int, str, float | None]:
+    """(epochs, global step, best checkpoint path, its val/loss) of the fit that just ended.
+
+    Under a spawning strategy (``trainer=ddp``) the ranks trained, not this process, whose trainer kept
+    no count: then they come from the last checkpoint rank zero wrote (the checkpoint is the record).
+    """
+    cb = trainer.checkpoint_callback
+    epochs, step = trainer.current_epoch, trainer.global_step
+    best = cb.best_model_path if cb else ""
+    score = cb.best_model_score if cb else None
+    last = Path(cb.dirpath) / "last.ckpt" if cb and cb.dirpath else None
+    if step == 0 and last is not None and last.is_file():
+        ckpt = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+        epochs, step = ckpt["epoch"] + 1, ckpt["global_step"]
+        state = ckpt.get("callbacks", {}).get(cb.state_key, {})
+        best, score = state.get("best_model_path") or best, state.get("best_model_score", score)
+    return epochs, step, best, None if score is None else float(score)
+
+
 def hparams(config: dict) -> dict:
     """The settings that define a run's result (no paths that change from run to run)."""
     keep = {k: config.get(k) for k in ("seed", "model", "optimizer", "scheduler", "data")}
@@ -59,20 +118,21 @@ def hparams(config: dict) -> dict:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Validate, train, test; write ``metrics.json`` in the run folder; return the final metrics."""
-    validate(cfg)
+    """Check, train, test; write ``metrics.json`` in the run folder; return the final metrics."""
+    check_run_settings(cfg)
     ckpt_path = checkpoint_to_resume(cfg)
     step = None
     if cfg.get("resume"):
         step = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)["global_step"]
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg, resume_step=step)
-    datamodule.prepare_data()  # fail fast on missing data, before the trainer starts
+    with settings_of("data"):
+        datamodule.prepare_data()  # fail fast on missing or bad data, before the trainer starts
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # last epoch's train/ and val/
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if best:
-        metrics["best/val_loss"] = float(trainer.checkpoint_callback.best_model_score)
+    epochs, global_step, best, best_score = fit_progress(trainer)
+    if best_score is not None:
+        metrics["best/val_loss"] = best_score
     if cfg.get("test"):
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
@@ -81,8 +141,8 @@ def train(cfg: DictConfig) -> dict:
             Path(cfg.paths.output_dir) / "metrics.json",
             {
                 "metrics": metrics,
-                "epochs": trainer.current_epoch,
-                "global_step": trainer.global_step,
+                "epochs": epochs,
+                "global_step": global_step,
                 "best_checkpoint": Path(best).name if best else None,
                 "hparams": hparams(model.run_config),
             },

@@ -1,31 +1,51 @@
-"""The LightningModule: ELBO training of the VAE, epoch metrics via torchmetrics."""
+"""The LightningModule: ELBO training of a VAE whose network is a component (``model.net``).
 
-import math
-from collections.abc import Callable, Sequence
+What the rest of the template (callbacks, eval, sample, notebooks) may use, and nothing more:
+
+    latent_dim, input_shape          ints / (C, H, W)
+    encode(x) -> (mu, logvar)        posterior of normalized images x (B, C, H, W); each (B, latent_dim)
+    decode(z) -> images              the likelihood's mean E[x | z] in the data range, (B, C, H, W)
+    reconstruct(x) -> images         decode(mu(x)): deterministic reconstructions
+    log_likelihood(x, z) -> (B,)     log p(x | z) in nats (summed over pixels)
+    losses(x) -> dict                loss (negative ELBO), recon, kl, objective, kl_dims (batch means)
+    to_unit_range(images)            data-range images -> [0, 1] for display, per channel
+"""
+
+from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
 import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics import MeanMetric
 
-from vae_lightning.errors import UserError
-from vae_lightning.losses import LOSSES, UNIT_RANGE_LOSSES, kl_per_dim, likelihood_mean, reconstruction
-from vae_lightning.model import VAE
+from vae_lightning.errors import SettingError, check_bool, check_float, check_int, instantiate_component
+from vae_lightning.models.likelihoods import Likelihood, per_channel_range
+from vae_lightning.models.networks.base import VAENet
 
 STAGES, TERMS = ("train", "val", "test"), ("loss", "recon", "kl")
 OBJECTIVE = "objective"  # what the gradient follows in training when it differs from the ELBO
+DEFAULT_NET = {"_target_": "vae_lightning.models.networks.MLPNet", "hidden_dims": [512, 256]}
 
 
-def check_loss_matches_data(loss: str, data_range: Sequence[float]) -> None:
-    """Refuse a likelihood that cannot model the data range (the tutorial's BCE on [-1, 1])."""
-    if loss not in LOSSES:
-        raise UserError(f"model.loss={loss!r} is not one of {', '.join(LOSSES)}")
-    lo, hi = data_range
-    if loss in UNIT_RANGE_LOSSES and not (math.isclose(lo, 0.0, abs_tol=1e-6) and math.isclose(hi, 1.0, abs_tol=1e-6)):
-        raise UserError(
-            f"model.loss={loss} needs pixels in [0, 1] but data.mean/data.std put them in [{lo:g}, {hi:g}]: "
-            "use data.mean=0 data.std=1, or model.loss=mse for other ranges"
-        )
+def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Analytic KL(N(mu, exp(logvar)) || N(0, 1)) for every latent dimension, shape (B, D)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+def build_net(net: Mapping, input_shape: Sequence[int], latent_dim: int) -> VAENet:
+    """The network from its config (``_target_`` + its own settings), checked against the interface."""
+    if not isinstance(net, Mapping) or "_target_" not in net:
+        raise SettingError("net", net, "must be a config with a _target_, e.g. model/net=mlp or model/net=conv")
+    try:
+        cls = get_class(str(net["_target_"]))
+    except Exception as e:  # not importable, or not a class
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SettingError("net._target_", net["_target_"], f"cannot be loaded ({reason}): give module.ClassName") from None
+    if not issubclass(cls, VAENet):
+        raise SettingError("net._target_", net["_target_"], "is not a network: it must subclass vae_lightning.models.networks.VAENet")
+    return instantiate_component(net, "net", input_shape=list(input_shape), latent_dim=latent_dim)
 
 
 class VAEModule(L.LightningModule):
@@ -36,12 +56,16 @@ class VAEModule(L.LightningModule):
     recon + beta_t * sum_d max(KL_d, free_bits), where beta_t rises linearly from 0 to ``kl_weight``
     over the first ``kl_warmup_epochs`` epochs and KL_d is the batch-mean KL of latent dim d; it is
     logged as train/objective when it differs from the ELBO.
+
+    ``net`` is the network's config (``_target_`` and its settings; default: the tutorial MLP).
+    ``input_shape`` and ``data_range`` come from the DataModule. All hyperparameters are plain
+    Python values, so a checkpoint alone rebuilds the model (``torch.load(weights_only=True)``).
     """
 
     def __init__(
         self,
+        net: Mapping | None = None,
         latent_dim: int = 20,
-        hidden_dims: Sequence[int] = (512, 256),
         loss: str = "bce",
         kl_weight: float = 1.0,
         kl_warmup_epochs: int = 0,
@@ -49,20 +73,26 @@ class VAEModule(L.LightningModule):
         compile: bool = False,
         compile_mode: str | None = None,
         input_shape: Sequence[int] = (1, 28, 28),
-        data_range: Sequence[float] = (0.0, 1.0),
+        data_range: Sequence = (0.0, 1.0),
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., object] | None = None,
     ) -> None:
         super().__init__()
-        check_loss_matches_data(loss, data_range)
+        check_int("latent_dim", latent_dim, low=1, example=20)
+        check_float("kl_weight", kl_weight, low=0, note=" (1 is the ELBO, other values give a beta-VAE)")
+        check_int("kl_warmup_epochs", kl_warmup_epochs, low=0, example=10, note=" (0 = no warm-up)")
+        check_float("free_bits", free_bits, low=0, example=0.5, note=" nats per latent dim (0 = off)")
+        check_bool("compile", compile)
         # plain Python types, so checkpoints load with torch.load(weights_only=True)
-        hidden_dims, input_shape, data_range = list(hidden_dims), list(input_shape), [float(v) for v in data_range]
+        net = OmegaConf.to_container(net, resolve=True) if isinstance(net, DictConfig) else dict(net or DEFAULT_NET)
+        input_shape, data_range = [int(s) for s in input_shape], list(per_channel_range(data_range))
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer_factory = optimizer or torch.optim.Adam
         self.scheduler_factory = scheduler
-        self.input_shape = tuple(input_shape)
+        self.likelihood = Likelihood(loss, data_range)
+        self.net = build_net(net, input_shape, latent_dim)
+        self.latent_dim, self.input_shape = latent_dim, tuple(input_shape)
         self.run_config: dict | None = None  # the composed Hydra config, saved into checkpoints
-        self.net = VAE(math.prod(self.input_shape), list(hidden_dims), latent_dim, tuple(data_range))
         # nan_strategy="disable": no host sync per step; divergence is caught on the loss itself.
         self.metrics = nn.ModuleDict(
             {f"{s}_{t}": MeanMetric(nan_strategy="disable") for s in STAGES for t in TERMS}
@@ -75,9 +105,29 @@ class VAEModule(L.LightningModule):
             self.net.compile(mode=self.hparams.compile_mode)
             self._compiled = True
 
+    # the interface for callbacks, eval, sample and notebooks -----------------------------------
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.posterior(x.to(self.device))
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.likelihood.mean(self.net.decode(z.to(self.device)))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x)[0])
+
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return -self.likelihood.nll(self.net.decode(z), x)
+
+    def to_unit_range(self, images: torch.Tensor) -> torch.Tensor:
+        lo, scale = self.likelihood.lo.to(images.device), self.likelihood.scale.to(images.device)
+        return ((images - lo) / scale).clamp(0, 1)
+
     def forward(self, x: torch.Tensor):
         return self.net(x)
 
+    # training ---------------------------------------------------------------------------------
     @property
     def shapes_objective(self) -> bool:
         """True when a knob makes the training objective differ from the negative ELBO."""
@@ -92,8 +142,8 @@ class VAEModule(L.LightningModule):
     def losses(self, x: torch.Tensor, kl_weight: float | None = None) -> dict[str, torch.Tensor]:
         """loss (negative ELBO), recon and kl, plus the objective with beta = ``kl_weight`` (default: the full beta)."""
         logits, mu, logvar = self.net(x)
-        recon = reconstruction(self.hparams.loss, logits, x, self.net.activate).mean()
-        kl_dims = kl_per_dim(mu, logvar).mean(0)
+        recon = self.likelihood.nll(logits, x).mean()
+        kl_dims = kl_per_dim(mu.float(), logvar.float()).mean(0)
         kl = kl_dims.sum()
         beta = self.hparams.kl_weight if kl_weight is None else kl_weight
         objective = recon + beta * kl_dims.clamp(min=self.hparams.free_bits).sum()
@@ -145,24 +195,6 @@ class VAEModule(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._step("test", batch)
-
-    # helpers for callbacks, eval and notebooks -------------------------------------------
-    @torch.no_grad()
-    def sample(self, z: torch.Tensor) -> torch.Tensor:
-        """Decoded images (N, C, H, W) in the data range for latent codes z: the likelihood's mean."""
-        logits = self.net.decode_logits(z.to(self.device))
-        return likelihood_mean(self.hparams.loss, logits, self.net.activate).view(-1, *self.input_shape)
-
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Decoder output at the posterior mean (deterministic)."""
-        mu, _ = self.net.encode(x.to(self.device))
-        return self.sample(mu)
-
-    def to_unit_range(self, x: torch.Tensor) -> torch.Tensor:
-        """Map data-range images to [0, 1] for display."""
-        lo, hi = self.hparams.data_range
-        return ((x - lo) / (hi - lo)).clamp(0, 1)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_config is not None:

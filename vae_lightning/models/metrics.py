@@ -6,8 +6,6 @@ from collections.abc import Callable
 import torch
 from torch.distributions import Normal
 
-from vae_lightning.losses import reconstruction
-
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active when Cov_x(E_q[z_d]) > 0.01
 
 
@@ -31,9 +29,8 @@ def log_weights(module, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
     q = Normal(mu, (0.5 * logvar).exp())
     z = q.sample((n,))  # (n, B, D)
     b, d = mu.shape
-    logits = module.net.decode_logits(z.reshape(n * b, d))
-    xs = x.flatten(1).expand(n, b, -1).reshape(n * b, -1)
-    log_px_z = -reconstruction(module.hparams.loss, logits, xs, module.net.activate).view(n, b)
+    xs = x.expand(n, *x.shape).reshape(n * b, *x.shape[1:])
+    log_px_z = module.log_likelihood(xs, z.reshape(n * b, d)).view(n, b)
     log_pz = Normal(0.0, 1.0).log_prob(z).sum(-1)
     return log_px_z + log_pz - q.log_prob(z).sum(-1)
 
@@ -44,7 +41,7 @@ def iw_log_likelihood(module, x: torch.Tensor, k: int, max_decodes: int = 10_000
 
     At most ``max_decodes`` decoder passes are batched at once, which bounds the memory.
     """
-    mu, logvar = module.net.encode(x)
+    mu, logvar = module.encode(x)
     chunk = max(1, max_decodes // len(x))
     return iw_log_mean_exp(lambda n: log_weights(module, x, mu, logvar, n), k, chunk)
 

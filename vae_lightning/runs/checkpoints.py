@@ -1,0 +1,131 @@
+"""Checkpoints: written so that a kill cannot corrupt them, and read back (eval, sample, notebooks) as the
+source of truth for the model and the data it was trained on.
+
+A checkpoint holds the LightningModule's hyperparameters (plain values: the network's config with its
+``_target_``, latent size, likelihood, the data's image shape and pixel range) and the run's composed
+config (``run_config``), so ``load_module`` rebuilds any network and ``build_datamodule`` its data
+without any config file.
+"""
+
+import copy
+import math
+import os
+from pathlib import Path
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from vae_lightning.errors import UserError, instantiate_component
+from vae_lightning.models.likelihoods import range_text
+from vae_lightning.models.vae_module import VAEModule
+
+EXAMPLE = "e.g. ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to a temporary file beside the target, fsync, then ``os.replace`` it into place.
+
+    A kill during a save leaves the previous file (e.g. a good ``last.ckpt``) untouched. Lightning's
+    own save stages the file in the system temp folder and moves it, which is a copy, not an atomic
+    rename, when that folder is on another disk.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if "://" in str(path):  # remote storage: Lightning's fsspec transaction
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def read_checkpoint(path: Path, map_location) -> dict:
+    """The checkpoint dict; UserError when the file is missing or was not written by vae_lightning.train."""
+    if not path.exists():
+        raise UserError(f"ckpt_path={path} does not exist: pass a checkpoint written by training, {EXAMPLE}")
+    if path.is_dir():
+        raise UserError(f"ckpt_path={path} is a folder: pass a .ckpt file inside it, {EXAMPLE}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # not a torch file, truncated, pickled foreign objects...
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise UserError(f"ckpt_path={path} is not a readable checkpoint ({reason}): {EXAMPLE}") from None
+    missing = [k for k in ("state_dict", "hyper_parameters", "run_config") if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise UserError(
+            f"ckpt_path={path} is not a vae_lightning checkpoint (no {', '.join(missing)}): "
+            f"pass one written by python -m vae_lightning.train, {EXAMPLE}"
+        )
+    return ckpt
+
+
+def apply_overrides(run_config: dict, overrides: dict, path: Path) -> dict:
+    """The run config with ``data.*`` overrides applied; ``model.*`` (and anything else) is refused."""
+    config = copy.deepcopy(run_config)
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if section == "model":
+            saved = config.get("model", {})
+            for part in name.split("."):
+                saved = saved.get(part) if isinstance(saved, dict) else None
+            raise UserError(
+                f"{key}={value} conflicts with ckpt_path={path}, which fixes the model ({key}={saved}): "
+                "drop the override, or train a new model with it"
+            )
+        if section != "data" or not name:
+            raise UserError(f"{key}={value} cannot be overridden for a checkpoint: only data.* settings can")
+        config["data"][name] = value
+    return config
+
+
+def build_datamodule(run_config: dict, module: VAEModule | None = None):
+    """The run's DataModule from its (resolved) data config; with ``module``, refuse data whose image
+    shape or pixel range differs from what the model was trained on."""
+    datamodule = instantiate_component(run_config["data"], "data")
+    if module is not None:
+        trained_shape, shape = list(module.hparams.input_shape), list(datamodule.image_shape)
+        if shape != trained_shape:
+            raise UserError(
+                f"the data has images of shape {shape} but the checkpoint's model was trained on {trained_shape}: "
+                "drop the data.* overrides that change the dataset"
+            )
+        trained, now = module.hparams.data_range, datamodule.data_range
+        if not all(math.isclose(a, b, abs_tol=1e-6) for t, n in zip(trained, now) for a, b in zip(t, n)):
+            mean, std = run_config["data"].get("mean"), run_config["data"].get("std")
+            raise UserError(
+                f"data.mean={mean} data.std={std} put pixels in {range_text(*now)} but the checkpoint's model was "
+                f"trained on {range_text(*trained)}: drop the data.mean/data.std overrides"
+            )
+    return datamodule
+
+
+def load_module(ckpt_path, map_location="cpu", overrides: dict | None = None) -> tuple[VAEModule, dict]:
+    """(module in eval mode, run config) from a checkpoint written by ``vae_lightning.train``.
+
+    ``overrides`` maps dotted keys to values, e.g. {"data.root": "/data"}: data settings may change
+    (where the files are, batch size, binarization, even the dataset), the model may not.
+    """
+    path = Path(str(ckpt_path)).expanduser()
+    ckpt = read_checkpoint(path, map_location)
+    try:
+        module = VAEModule(**ckpt["hyper_parameters"])
+    except UserError as e:
+        raise UserError(f"ckpt_path={path} cannot rebuild its model ({e}): retrain or re-save it") from None
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"ckpt_path={path} does not match its own hyperparameters ({first}): retrain or re-save it") from None
+    module.on_load_checkpoint(ckpt)
+    config = apply_overrides(module.run_config or {}, overrides or {}, path)
+    module.run_config = config
+    if overrides:
+        build_datamodule(config, module)  # refuse data the model cannot take before anything is computed
+    return module.to(map_location).eval(), config
