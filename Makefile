@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: install train test test-fast bench tensorboard clean
+.PHONY: install lint train test test-fast bench tensorboard clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,10 @@ install: $(VENV)/.installed
 train: install
 	$(PY) -m vae_lightning.train $(ARGS)
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install lint
 	$(PY) -m pytest -q -ra
 
 test-fast: install

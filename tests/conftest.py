@@ -43,6 +43,7 @@ def latent2_run(tiny_mnist, tmp_path_factory) -> Path:
     """ONE short real training run (2-D latent) shared by the eval, sample and knob tests: its run folder."""
     run_dir = tmp_path_factory.mktemp("latent2") / "run"
     proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={run_dir}", *TINY, "experiment=latent2",
-                     "model.net.hidden_dims=[128,64]", "optimizer.lr=3e-3", "trainer.max_epochs=3", "callbacks.latent_embedding.num_points=100")
+                     "model.net.hidden_dims=[128,64]", "optimizer.lr=3e-3", "trainer.max_epochs=3",
+                     "callbacks.latent_embedding.num_points=100")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir

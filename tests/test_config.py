@@ -108,3 +108,14 @@ def test_the_tutorials_mismatch_is_refused_before_training():
     with pytest.raises(UserError, match=r"model.loss=bce .*\[-1, 1\].*data.mean=0 data.std=1.*model.loss=mse"):
         check_config(cfg_with("model.loss=bce", "data.mean=0.5", "data.std=0.5"))
     check_config(cfg_with("model.loss=mse", "data.mean=0.5", "data.std=0.5"))
+
+
+def test_a_setting_the_network_does_not_take_is_named_with_its_fix():
+    with pytest.raises(UserError, match=r"^model.net.hidden_dims=\[512, 256\] is not a setting of ConvNet: drop it "
+                                        r"with ~model.net.hidden_dims, or fix its name"):
+        check_config(cfg_with("model.net._target_=vae_lightning.models.networks.ConvNet"))
+    with pytest.raises(UserError, match=r"^data.bogus=1 is not a setting of MNISTDataModule"):
+        check_config(cfg_with("+data.bogus=1"))
+    _, model = check_config(cfg_with("model.net._target_=vae_lightning.models.networks.ConvNet",
+                                     "~model.net.hidden_dims"))  # the fix it names works
+    assert type(model.net).__name__ == "ConvNet"

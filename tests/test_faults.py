@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -189,3 +190,162 @@ def test_a_save_cut_short_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
         io.save_checkpoint({"global_step": 2, "w": torch.zeros(1000)}, path)
     assert torch.load(path, weights_only=True)["global_step"] == 1
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+class PauseUntilSigterm(Callback):
+    """Test instrumentation: at (epoch, batch) touch ``marker`` and wait until Lightning has seen a SIGTERM."""
+
+    def __init__(self, epoch: int, batch: int, marker: str) -> None:
+        self.epoch, self.batch, self.marker = epoch, batch, Path(marker)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            self.marker.touch()
+            deadline = time.monotonic() + 120
+            while not trainer.received_sigterm and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
+class DiskFullAt(Callback):
+    """Test instrumentation: the checkpoint save at ``step`` fails as on a full disk."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if trainer.global_step == self.step:
+            path = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
+            raise OSError(28, "No space left on device", str(path))
+
+
+def all_checkpoints_load(run: Path) -> list[str]:
+    names = []
+    for path in sorted((run / "checkpoints").glob("*.ckpt")):
+        ckpt = torch.load(path, weights_only=True)
+        assert "state_dict" in ckpt and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values()), path
+        names.append(path.name)
+    return names
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes_mid_epoch(tiny_mnist, tmp_path):
+    run, marker, seen = tmp_path / "run", tmp_path / "paused", tmp_path / "seen.txt"
+    record = callback_overrides("record", RecordBatches, path=seen)
+    proc = start_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", *record,
+                       *callback_overrides("pause", PauseUntilSigterm, epoch=1, batch=5, marker=marker))
+    wait_for(marker, proc)
+    proc.send_signal(signal.SIGTERM)  # what SLURM, Kubernetes and `timeout` send
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "Traceback" not in err, err[-3000:]
+    step = STEPS_PER_EPOCH + 6  # Lightning finishes the batch in flight, then stops
+    assert err.strip().splitlines()[-1] == (
+        f"stopped by SIGTERM at epoch 1, step {step}: saved {run / 'checkpoints' / 'last.ckpt'}; "
+        f"to continue, run the same command with hydra.run.dir={run} resume=true"
+    )
+    assert json.loads((run / "run_info.json").read_text())["status"] == "interrupted"
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
+    assert all_checkpoints_load(run) == ["best-epoch000.ckpt", "last.ckpt"]
+    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true", *record)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 2 * STEPS_PER_EPOCH
+    batches = [line.split()[:2] for line in seen.read_text().splitlines()]
+    assert batches == [[str(e), str(b)] for e in (0, 1) for b in range(STEPS_PER_EPOCH)]  # each batch once
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_the_newest_intact_one(tiny_mnist, tmp_path):
+    run = tmp_path / "run"
+    assert run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}").returncode == 0
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:10_000])  # truncated, as by a disk that filled up
+    (run / "checkpoints" / ".last.ckpt.99999.tmp").write_bytes(b"half a checkpoint of a killed run")
+    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true", "trainer.max_epochs=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "warning: last.ckpt (" in proc.stdout and "resuming from" in proc.stdout and "best-epoch" in proc.stdout
+    assert torch.load(last, weights_only=True)["global_step"] == 3 * STEPS_PER_EPOCH  # rewritten, intact
+    assert not list((run / "checkpoints").glob(".*.tmp"))  # the killed run's half file is gone
+    assert all_checkpoints_load(run)
+
+    for path in (run / "checkpoints").glob("*.ckpt"):
+        path.write_bytes(b"garbage")
+    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true", "trainer.max_epochs=4")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: resume=true but no checkpoint in {run / 'checkpoints'} "
+                                                           "can be read (")
+
+
+def test_a_second_process_on_the_same_run_folder_is_refused(tiny_mnist, tmp_path):
+    run, marker = tmp_path / "run", tmp_path / "paused"
+    first = start_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}",
+                        *callback_overrides("pause", PauseAt, epoch=1, batch=2, marker=marker))
+    try:
+        wait_for(marker, first)
+        second = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true")
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert second.stderr.strip().splitlines() == [
+            line for line in second.stderr.strip().splitlines() if line.startswith(f"error: hydra.run.dir={run} is in use by "
+                                                                                   f"process {first.pid} on ")]
+    finally:
+        first.kill()
+        first.wait()
+    assert all_checkpoints_load(run)
+    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true")  # the lock was stale
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (run / ".lock").exists()
+
+
+def test_a_moved_run_resumes_in_place_with_more_epochs(tiny_mnist, tmp_path):
+    old, new = tmp_path / "old", tmp_path / "elsewhere" / "new"
+    assert run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={old}").returncode == 0
+    new.parent.mkdir()
+    old.rename(new)
+    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={new}", "resume=true", "trainer.max_epochs=3",
+                     "test=true")  # the test pass loads the best checkpoint from where it is now
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = all_checkpoints_load(new)
+    assert "last.ckpt" in names and not any("-v" in n for n in names), names  # no last-v1.ckpt beside a stale last
+    last = torch.load(new / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 3 * STEPS_PER_EPOCH
+    state = next(v for k, v in last["callbacks"].items() if k.startswith("RunCheckpoint"))
+    assert Path(state["best_model_path"]).parent == new / "checkpoints" and Path(state["best_model_path"]).is_file()
+    result = json.loads((new / "metrics.json").read_text())
+    assert result["epochs"] == 3 and "test/loss" in result["metrics"]
+    assert json.loads((new / "run_info.json").read_text())["status"] == "completed"
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tiny_mnist, tmp_path):
+    run = tmp_path / "run"
+    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}",
+                     *callback_overrides("full", DiskFullAt, step=2 * STEPS_PER_EPOCH))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: cannot use {run / 'checkpoints' / 'last.ckpt'} (No space left on device): free some space, or point "
+        "hydra.run.dir (or paths.log_dir) at another disk; checkpoints already written are intact"
+    )
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == STEPS_PER_EPOCH
+    assert "OSError" in (run / "train.log").read_text()  # the traceback is kept in the run's log
+    assert all_checkpoints_load(run) == ["best-epoch000.ckpt", "last.ckpt"]
+    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_kill_9_during_checkpoint_writes_never_leaves_a_damaged_checkpoint(tiny_mnist, tmp_path):
+    """A checkpoint after every step, and kill -9 at arbitrary moments: every checkpoint left loads, and the
+    run resumes to the end."""
+    run = tmp_path / "run"
+    every_step = [f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "model.net.hidden_dims=[64]",
+                  "trainer.max_epochs=6", "+callbacks.model_checkpoint.every_n_train_steps=1",
+                  "callbacks.model_checkpoint.every_n_epochs=null"]
+    last = run / "checkpoints" / "last.ckpt"
+    for i in range(4):
+        started = time.time()
+        proc = start_train(*every_step, *(["resume=true"] if i else []))
+        while not last.exists() or last.stat().st_mtime < started:  # training, and writing checkpoints
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.02)
+        time.sleep(random.Random(i).uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL  # killed mid-run, not finished
+        all_checkpoints_load(run)
+    proc = run_train(*every_step, "resume=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "last.ckpt" in all_checkpoints_load(run) and not list((run / "checkpoints").glob(".*.tmp"))
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 6 * STEPS_PER_EPOCH

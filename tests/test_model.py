@@ -100,7 +100,8 @@ def test_bce_is_summed_over_pixels_per_sample():
     assert recon.shape == (2,)
     assert torch.allclose(recon, torch.full((2,), 784 * math.log(2.0)))
     x = torch.tensor([[[[1.0, 0.0]]]])  # a confident right guess costs ~0, a wrong one ~|logit|
-    assert Likelihood("bce").nll(torch.tensor([[[[8.0, 8.0]]]]), x).item() == pytest.approx(8.0 + math.log1p(math.exp(-8)) * 2, rel=1e-4)
+    expected = 8.0 + 2 * math.log1p(math.exp(-8))
+    assert Likelihood("bce").nll(torch.tensor([[[[8.0, 8.0]]]]), x).item() == pytest.approx(expected, rel=1e-4)
 
 
 def test_output_activation_follows_the_data_range_per_channel():
@@ -128,7 +129,8 @@ def test_module_loss_is_per_image_and_independent_of_batch_size():
 @pytest.mark.parametrize("mean,std", [(0.5, 0.5), (0.1307, 0.3081)])
 def test_bce_on_normalized_pixels_is_refused(mean, std):
     lo, hi = (0 - mean) / std, (1 - mean) / std
-    with pytest.raises(SettingError, match=r"^loss=bce needs pixels in .*data.mean/data.std.*data.mean=0 data.std=1, or loss=mse"):
+    with pytest.raises(SettingError, match=r"^loss=bce needs pixels in .*data.mean/data.std.*data.mean=0 data.std=1, "
+                                           r"or loss=mse"):
         Likelihood("bce", (lo, hi))
     with pytest.raises(SettingError, match=r"^model.loss=cb needs pixels in \[0, 1\] .*or model.loss=mse"):
         try:

@@ -41,7 +41,10 @@ def execute(name: str, parameters: dict) -> nbformat.NotebookNode:
 
 def outputs_text(nb) -> str:
     return "\n".join(
-        o.get("text", "") + o.get("data", {}).get("text/markdown", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+        o.get("text", "") + o.get("data", {}).get("text/markdown", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
     )
 
 

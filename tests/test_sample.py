@@ -8,8 +8,8 @@ from PIL import Image
 from torch.distributions import Normal
 
 from tests.conftest import REPO, run_module
-from vae_lightning import sample
 from tests.test_model import mlp
+from vae_lightning import sample
 from vae_lightning.errors import UserError
 from vae_lightning.models.vae_module import VAEModule
 from vae_lightning.runs.checkpoints import load_module
@@ -89,3 +89,10 @@ def test_grid_size_is_checked_before_anything_loads(n, nrow, message):
     cfg = OmegaConf.create({"mode": "prior", "n": n, "nrow": nrow, "ckpt_path": "/nonexistent.ckpt"})
     with pytest.raises(UserError, match=message):
         sample.run(cfg)
+
+
+def test_out_may_name_a_folder(latent2_run, tmp_path):
+    proc = run_module("vae_lightning.sample", f"ckpt_path={latent2_run}/checkpoints/last.ckpt", f"out={tmp_path}",
+                      "mode=interpolate", "n=16")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert Image.open(tmp_path / "interpolate.png").size == grid_size(4, 4)

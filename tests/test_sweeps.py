@@ -18,9 +18,11 @@ ONE_EPOCH = [*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=4", "tr
              "callbacks.latent_embedding.num_points=50"]
 
 
-def sweep(root: Path, sweep_dir: Path, *args: str) -> Path:
+def sweep(root: Path, sweep_dir: Path, *args: str, code: int = 0) -> Path:
     proc = run_train("-m", f"data.root={root}", f"hydra.sweep.dir={sweep_dir}", *ONE_EPOCH, *args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == code, proc.stderr[-3000:]
+    if code:  # a job failed: the sweep says so on its last line, and still writes the summary
+        assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "jobs did not complete" in proc.stderr
     return sweep_dir
 
 
@@ -76,7 +78,7 @@ def test_every_run_of_the_sweep_has_its_hparams_in_tensorboard(grid):
 def test_failed_jobs_become_failed_rows_and_the_others_finish(tiny_mnist, tmp_path):
     """In parallel through joblib: a config error, a crash inside Lightning, and one good run."""
     out = sweep(tiny_mnist, tmp_path / "sweep", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                "model.latent_dim=0,4", "trainer.precision=32-true,bogus")
+                "model.latent_dim=0,4", "trainer.precision=32-true,bogus", code=2)
     rows = read_csv(out / "summary.csv")
     assert len(rows) == 4
     ok = [r for r in rows if r["status"] == "completed"]
@@ -109,3 +111,26 @@ def test_slurm_launcher_config_composes():
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert launcher.partition == "gpu" and launcher.tasks_per_node == 1 and launcher.gpus_per_node == 1
     assert "vae_lightning.summarize.SweepSummary" in [c._target_ for c in cfg.hydra.callbacks.values()]
+
+
+def test_a_sweep_whose_jobs_all_fail_exits_2_and_damaged_jobs_are_marked(tiny_mnist, tmp_path):
+    proc = run_train("-m", f"data.root={tiny_mnist}", f"hydra.sweep.dir={tmp_path / 's'}", *ONE_EPOCH,
+                     "model.latent_dim=1,2", "data.val_size=1000")  # every job fails once its data is read
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: 2 of 2 jobs did not complete (job 0, 1): see ")
+    rows = read_csv(tmp_path / "s" / "summary.csv")
+    assert [r["status"] for r in rows] == ["failed", "failed"] and rows[0]["error"].startswith("data.val_size=1000")
+
+
+def test_summarize_marks_jobs_with_unreadable_files_as_damaged(grid, tmp_path):
+    import shutil
+
+    copy = tmp_path / "grid"
+    shutil.copytree(grid, copy)
+    (copy / "1" / "metrics.json").write_text('{"metrics": {"val/loss": 1')  # cut short
+    (copy / "2" / "run_info.json").write_bytes(b"\x00\xff")
+    assert summarize.main([str(copy)]) == 0
+    rows = {r["job"]: r for r in read_csv(copy / "summary.csv")}
+    assert rows["1"]["status"] == "damaged" and "metrics.json cannot be read" in rows["1"]["error"]
+    assert rows["2"]["status"] == "damaged" and "run_info.json cannot be read" in rows["2"]["error"]
+    assert rows["0"]["status"] == rows["3"]["status"] == "completed"

@@ -103,3 +103,13 @@ def test_one_real_epoch_on_fashion_mnist(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["global_step"] == 860  # ceil(55000 / 64)
     assert 230 < metrics["metrics"]["val/loss"] < 290, metrics["metrics"]  # nats per image after one epoch
+
+
+def test_a_run_without_callbacks_or_loggers_still_trains_and_reports(tiny_mnist, tmp_path):
+    run = tmp_path / "bare"
+    quick = [a for a in TINY if not a.startswith("callbacks.")]
+    proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={run}", *quick, "~callbacks", "~logger")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and "val/loss" in metrics["metrics"] and "test/loss" in metrics["metrics"]
+    assert not (run / "tensorboard").exists()

@@ -9,6 +9,7 @@ component brings its own checks and nothing else restates them.
 
 import math
 import os
+import re
 import sys
 from contextlib import contextmanager
 from typing import NoReturn
@@ -97,7 +98,8 @@ def settings_of(where: str):
 
 def instantiate_component(config, where: str, **kwargs):
     """``hydra.utils.instantiate(config, **kwargs)``, with the component's own SettingError reported under
-    its config path ``where`` (e.g. ``model``), and any other UserError passed on as it is."""
+    its config path ``where`` (e.g. ``model``), any other UserError passed on as it is, and a setting the
+    class does not take (a typo, or a key left from another component) named as a setting."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
@@ -105,6 +107,13 @@ def instantiate_component(config, where: str, **kwargs):
         try:
             return instantiate(config, **kwargs)
         except InstantiationException as e:
-            if isinstance(e.__cause__, UserError):
-                raise e.__cause__ from None
+            cause = e.__cause__
+            if isinstance(cause, UserError):
+                raise cause from None
+            unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(cause)) if isinstance(cause, TypeError) else None
+            if unexpected and unexpected.group(1) in config:
+                name, target = unexpected.group(1), str(config.get("_target_", "?")).rsplit(".", 1)[-1]
+                raise SettingError(
+                    name, config[name], f"is not a setting of {target}: drop it with ~{{key}}, or fix its name"
+                ) from None
             raise

@@ -12,8 +12,9 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from vae_lightning import cli
 from vae_lightning.errors import UserError, check_choice, check_int, exit_with, settings_of
-from vae_lightning.files import write_json
+from vae_lightning.files import output_file, write_json
 from vae_lightning.models.metrics import ACTIVE_UNIT_THRESHOLD, active_units, iw_log_likelihood
 from vae_lightning.resolvers import register_resolvers
 from vae_lightning.runs.checkpoints import build_datamodule, load_module
@@ -102,6 +103,7 @@ def run(cfg: DictConfig) -> dict:
     device = pick_device(cfg.device)
     ckpt_path = Path(str(cfg.ckpt_path)).expanduser()
     module, config = load_module(ckpt_path, map_location=str(device), overrides=requested_overrides(cfg))
+    out = output_file(cfg.eval.out or run_folder(ckpt_path) / "eval.json", "eval.out", "eval.json")
     L.seed_everything(cfg.seed, verbose=False)
     datamodule = build_datamodule(config, module)
     with settings_of("data"):
@@ -117,8 +119,6 @@ def run(cfg: DictConfig) -> dict:
         loss=module.hparams.loss,
         wall_time_s=time.perf_counter() - start,
     )
-    out = Path(cfg.eval.out) if cfg.eval.out else run_folder(ckpt_path) / "eval.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, result)
     print(table(result))
     print(f"wrote {out}")
@@ -126,11 +126,15 @@ def run(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except UserError as e:
-        exit_with(e)
+    except Exception as e:
+        exit_with(cli.report(e))
+
+
+def main() -> None:
+    cli.run(hydra_main, "eval")
 
 
 if __name__ == "__main__":

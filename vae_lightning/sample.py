@@ -16,8 +16,10 @@ from omegaconf import DictConfig
 from torch.distributions import Normal
 from torchvision.utils import save_image
 
+from vae_lightning import cli
 from vae_lightning.errors import UserError, check_choice, check_float, check_int, exit_with, settings_of
 from vae_lightning.eval import pick_device, requested_overrides
+from vae_lightning.files import output_file
 from vae_lightning.resolvers import register_resolvers
 from vae_lightning.runs.checkpoints import build_datamodule, load_module
 
@@ -85,23 +87,26 @@ def run(cfg: DictConfig) -> Path:
     nrow = cfg.nrow if cfg.nrow is not None else max(1, math.isqrt(n))
     device = pick_device(cfg.device)
     module, config = load_module(cfg.ckpt_path, map_location=str(device), overrides=requested_overrides(cfg))
+    out = output_file(cfg.out, "out", f"{cfg.mode}.png")
     generator = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
         z = GRIDS[cfg.mode](module, n=n, nrow=nrow, generator=generator, config=config, span=span)
         images = module.to_unit_range(module.decode(z)).cpu()
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     save_image(images, out, nrow=nrow, padding=cfg.padding)
     print(f"wrote {out} ({cfg.mode}: {len(images)} images, {nrow} per row)")
     return out
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except UserError as e:
-        exit_with(e)
+    except Exception as e:
+        exit_with(cli.report(e))
+
+
+def main() -> None:
+    cli.run(hydra_main, "sample")
 
 
 if __name__ == "__main__":

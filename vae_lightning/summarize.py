@@ -15,8 +15,10 @@ from pathlib import Path
 
 import yaml
 from hydra.experimental.callback import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from vae_lightning.cli import user_error
 from vae_lightning.errors import UserError
 from vae_lightning.files import write_json
 
@@ -26,10 +28,13 @@ SORT_BY = "val/loss"
 
 
 def write_run_info(run_dir: str | Path, wall_time_s: float, error: BaseException | None = None) -> None:
-    """Record how a run ended: its wall time, status and (if it failed) its one-line error."""
-    info = {"status": "failed" if error else "completed", "wall_time_s": round(wall_time_s, 3)}
+    """Record how a run ended: its wall time, status (completed, failed, or interrupted by a signal: resumable)
+    and (if it did not complete) its one-line error."""
+    stopped = isinstance(error, (KeyboardInterrupt, SIGTERMException))
+    status = "completed" if error is None else "interrupted" if stopped else "failed"
+    info = {"status": status, "wall_time_s": round(wall_time_s, 3)}
     if error:
-        info["error"] = error_line(error)
+        info["error"] = "stopped by SIGTERM: resume=true continues it" if stopped else error_line(error)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     write_json(Path(run_dir) / RUN_INFO, info)
 
@@ -41,11 +46,21 @@ def error_line(error: BaseException) -> str:
     return message if len(message) <= 300 else message[:297] + "..."
 
 
+class Damaged(Exception):
+    """A run file exists but cannot be read."""
+
+
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+    """The file's JSON object; {} when it does not exist; Damaged when it exists but cannot be read."""
+    if not path.exists():
         return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise Damaged(f"{path.name} cannot be read ({type(e).__name__})") from None
+    if not isinstance(data, dict):
+        raise Damaged(f"{path.name} holds no JSON object")
+    return data
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -55,10 +70,23 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def read_row(job: Path) -> dict:
-    overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
-    result, info = _read_json(job / "metrics.json"), _read_json(job / RUN_INFO)
+    try:
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+    except (OSError, yaml.YAMLError):
+        overrides = []
+    damaged = []
+    try:
+        result = _read_json(job / "metrics.json")
+    except Damaged as e:
+        result, damaged = {}, [str(e)]
+    try:
+        info = _read_json(job / RUN_INFO)
+    except Damaged as e:
+        info, damaged = {}, [*damaged, str(e)]
     metrics = result.get("metrics", {})
-    status = info.get("status") or ("completed" if result else "incomplete")
+    if not isinstance(metrics, dict):
+        metrics, damaged = {}, [*damaged, "metrics.json has no metrics"]
+    status = "damaged" if damaged else info.get("status") or ("completed" if result else "incomplete")
     row = {
         "job": job.name,
         "overrides": dict(o.split("=", 1) if "=" in o else (o, "") for o in overrides),
@@ -67,7 +95,7 @@ def read_row(job: Path) -> dict:
         "epochs": result.get("epochs", ""),
         "wall_time_s": info.get("wall_time_s", ""),
         "run_dir": str(job),
-        "error": info.get("error", ""),
+        "error": "; ".join(damaged) or info.get("error", ""),
     }
     return row
 
@@ -119,22 +147,36 @@ def write_summary(sweep_dir: str | Path) -> tuple[Path, Path]:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: write the sweep's summary when a multirun ends."""
+    """Hydra callback: write the sweep's summary when a multirun ends; exit 2 if any job did not complete."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         csv_path, _ = write_summary(config.hydra.sweep.dir)
         print(f"sweep summary: {csv_path} (and summary.md)", file=sys.stderr)
+        _, rows = collect(config.hydra.sweep.dir)
+        bad = [r for r in rows if r["status"] != "completed"]
+        if bad:
+            print(f"error: {len(bad)} of {len(rows)} jobs did not complete (job {', '.join(r['job'] for r in bad)}): "
+                  f"see {csv_path.with_suffix('.md')}", file=sys.stderr)
+            sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or not Path(argv[0]).is_dir():
-        print("usage: python -m vae_lightning.summarize SWEEP_DIR  (a folder of job folders from -m)", file=sys.stderr)
+        print("error: give one sweep folder: python -m vae_lightning.summarize SWEEP_DIR (a folder of job folders "
+              "written by -m)", file=sys.stderr)
         return 2
     if not job_dirs(Path(argv[0])):
         print(f"error: {argv[0]} holds no job folders (<job>/.hydra/overrides.yaml)", file=sys.stderr)
         return 2
-    csv_path, md_path = write_summary(argv[0])
+    try:
+        csv_path, md_path = write_summary(argv[0])
+    except OSError as e:
+        error = user_error(e)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(md_path.read_text(), end="")
     return 0
 

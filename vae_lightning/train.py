@@ -1,7 +1,6 @@
 """Entry point: ``python -m vae_lightning.train [overrides]`` (Hydra; ``-m`` for sweeps)."""
 
 import math
-import os
 import sys
 import time
 import traceback
@@ -13,13 +12,11 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from vae_lightning import cli
 from vae_lightning.errors import (
-    UserError,
-    check_bool,
-    check_float,
-    check_int,
     exit_with,
     instantiate_component,
     settings_of,
@@ -27,34 +24,17 @@ from vae_lightning.errors import (
 from vae_lightning.files import write_json
 from vae_lightning.resolvers import register_resolvers
 from vae_lightning.runs.checkpoints import AtomicCheckpointIO
+from vae_lightning.runs.preflight import (
+    build_library_component,
+    check_checkpoint_fits,
+    check_library_components,
+    check_run_settings,
+    checkpoint_to_resume,
+)
 from vae_lightning.summarize import error_line, write_run_info
 
 register_resolvers()
-
-
-def check_run_settings(cfg: DictConfig) -> None:
-    """The settings this entry point owns, and those of the components it does not (torch's optimizer,
-    Lightning's Trainer). Our own components (data, model, network) check theirs in their constructors."""
-    check_int("seed", cfg.get("seed"), example=42)
-    check_bool("resume", cfg.get("resume", False))
-    check_float("optimizer.lr", OmegaConf.select(cfg, "optimizer.lr"), low=0, low_ok=False, example="1e-3")
-    check_int("trainer.max_epochs", OmegaConf.select(cfg, "trainer.max_epochs"), low=-1, example=50,
-              note=" (-1 trains until stopped)")
-
-
-def checkpoint_to_resume(cfg: DictConfig) -> str | None:
-    """``ckpt_path``, or with ``resume=true`` this run folder's ``checkpoints/last.ckpt``; UserError if missing."""
-    path = cfg.get("ckpt_path")
-    if cfg.get("resume"):
-        if path:
-            raise UserError(f"resume=true continues this run folder's last.ckpt, ckpt_path={path} another: drop one of them")
-        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-        if not last.is_file():
-            raise UserError(f"resume=true but {last} does not exist: add hydra.run.dir=<the folder of the run to continue>")
-        return str(last)
-    if path and not Path(str(path)).is_file():
-        raise UserError(f"ckpt_path={path} is not a file: point it at a checkpoint, e.g. <run>/checkpoints/last.ckpt")
-    return path
+SIGTERM_EXIT = 128 + 15  # the shell's code for a process ended by SIGTERM
 
 
 def build_components(cfg: DictConfig):
@@ -73,6 +53,15 @@ def build_components(cfg: DictConfig):
     return datamodule, model
 
 
+def check_before_run(cfg: DictConfig) -> None:
+    """Everything that can be refused before the run folder is made and any data is read (the command line's
+    preflight, vae_lightning/cli.py): the run's settings, every component as it is built, torch's and
+    Lightning's own checks of the optimizer, scheduler and Trainer settings."""
+    check_run_settings(cfg)
+    build_components(cfg)
+    check_library_components(cfg)
+
+
 def build(cfg: DictConfig, resume_step: int | None = None):
     """DataModule, LightningModule and Trainer from the composed config.
 
@@ -81,12 +70,12 @@ def build(cfg: DictConfig, resume_step: int | None = None):
     """
     datamodule, model = build_components(cfg)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    loggers = [
-        instantiate(c, **({"purge_step": resume_step} if resume_step and "TensorBoard" in c._target_ else {}))
-        for c in (cfg.get("logger") or {}).values()
-        if c
-    ]
+    callbacks = [build_library_component(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c]
+    loggers = []
+    for name, c in (cfg.get("logger") or {}).items():
+        if c:
+            purge = {"purge_step": resume_step} if resume_step and "TensorBoard" in c._target_ else {}
+            loggers.append(build_library_component(c, f"logger.{name}", **purge))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
     return datamodule, model, trainer
 
@@ -120,12 +109,11 @@ def hparams(config: dict) -> dict:
 def train(cfg: DictConfig) -> dict:
     """Check, train, test; write ``metrics.json`` in the run folder; return the final metrics."""
     check_run_settings(cfg)
-    ckpt_path = checkpoint_to_resume(cfg)
-    step = None
-    if cfg.get("resume"):
-        step = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+    ckpt_path, step = checkpoint_to_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg, resume_step=step)
+    if ckpt_path:
+        check_checkpoint_fits(ckpt_path, model)
     with settings_of("data"):
         datamodule.prepare_data()  # fail fast on missing or bad data, before the trainer starts
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -151,17 +139,18 @@ def train(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     started, run_dir = time.perf_counter(), HydraConfig.get().runtime.output_dir
     try:
         metrics = train(cfg)
+    except SIGTERMException as e:  # InterruptCheckpoint saved last.ckpt and said how to resume
+        write_run_info(run_dir, time.perf_counter() - started, e)
+        sys.exit(SIGTERM_EXIT)
     except Exception as e:
         write_run_info(run_dir, time.perf_counter() - started, e)
-        if HydraConfig.get().mode == RunMode.MULTIRUN and os.environ.get("HYDRA_FULL_ERROR") != "1":
+        if HydraConfig.get().mode == RunMode.MULTIRUN and not cli.full_error():
             return failed_job(e)
-        if not isinstance(e, UserError):
-            raise
-        exit_with(e)
+        exit_with(cli.report(e))
     write_run_info(run_dir, time.perf_counter() - started)
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None
@@ -172,10 +161,16 @@ def failed_job(error: Exception) -> float:
 
     Its row in the sweep's summary shows the error line (from run_info.json).
     """
-    print(f"error: {error_line(error)}", file=sys.stderr)
-    if not isinstance(error, UserError):
-        traceback.print_exc()
+    cli.log_traceback(error)
+    user_error = cli.user_error(error)
+    print(f"error: {error_line(user_error or error)}", file=sys.stderr)
+    if user_error is None:
+        traceback.print_exception(error)
     return math.nan
+
+
+def main() -> None:
+    cli.run(hydra_main, "train", check=check_before_run)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vae_lightning.errors import UserError
 
@@ -54,7 +55,8 @@ class DivergenceGuard(Callback):
 
 
 class InterruptCheckpoint(Callback):
-    """Ctrl-C (KeyboardInterrupt) saves ``<dirpath>/last.ckpt``, so ``resume=true`` continues from it.
+    """Ctrl-C (KeyboardInterrupt) or SIGTERM (what SLURM, Kubernetes and ``timeout`` send; Lightning stops after
+    the current batch) saves ``<dirpath>/last.ckpt`` mid-epoch, so ``resume=true`` continues from it.
 
     Other exceptions save nothing (a diverged model must not replace the last good checkpoint).
     Not Lightning's OnExceptionCheckpoint: its presence turns every ``fit()`` into ``ckpt_path="last"``.
@@ -62,12 +64,14 @@ class InterruptCheckpoint(Callback):
 
     def __init__(self, dirpath: str, filename: str = "last.ckpt") -> None:
         self.ckpt_path = str(Path(dirpath) / filename)
+        self.run_dir = Path(dirpath).parent if Path(dirpath).name == "checkpoints" else Path(dirpath)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == "fit":
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.state.fn == "fit":
             trainer.save_checkpoint(self.ckpt_path)
+            what = "interrupted" if isinstance(exception, KeyboardInterrupt) else "stopped by SIGTERM"
             print(
-                f"interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {self.ckpt_path}; "
-                "to continue, run the same command with hydra.run.dir=<this run's folder> resume=true",
+                f"{what} at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {self.ckpt_path}; "
+                f"to continue, run the same command with hydra.run.dir={self.run_dir} resume=true",
                 file=sys.stderr,
             )

@@ -101,10 +101,10 @@ class ArrayDataModule(InMemoryImageDataModule):
                  val_size: int = 1000, **settings) -> None:
         self.path = str(path)
         if not Path(self.path).exists():
-            raise SettingError("path", path, f"does not exist: point data.path at a {FORMAT}")
+            raise SettingError("path", path, f"does not exist: point data.path at a {FORMAT}", plain=True)
         if not Path(self.path).is_file() or Path(self.path).suffix.lower() not in (".npz", ".npy"):
             raise SettingError("path", path, f"is not a .npz or .npy file: point data.path at a {FORMAT}, "
-                               "e.g. one written by numpy.savez(path, x_train=images, y_train=labels)")
+                               "e.g. one written by numpy.savez(path, x_train=images, y_train=labels)", plain=True)
         self.test_size = check_int("test_size", test_size, low=1, example=1000)
         self._class_names = check_class_names(class_names)
         self._arrays: dict[str, np.ndarray | None] = {}  # arrays read from the file, each once

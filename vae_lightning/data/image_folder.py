@@ -98,9 +98,9 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         folder = Path(str(root))
         if not folder.is_dir():
             problem = "is a file, not a folder" if folder.exists() else "does not exist"
-            raise SettingError("root", root, f"{problem}: point data.root at a folder with {LAYOUT}")
+            raise SettingError("root", root, f"{problem}: point data.root at a folder with {LAYOUT}", plain=True)
         if not (folder / "train").is_dir():
-            raise SettingError("root", root, f"has no train/ folder: data.root must be a folder with {LAYOUT}")
+            raise SettingError("root", root, f"has no train/ folder: data.root must be a folder with {LAYOUT}", plain=True)
         self._train = scan(folder / "train")
         self._first = self._train[0][0]
         self._image_shape = (channels, *(self.image_size or decode(self._first, channels).shape[1:]))

@@ -44,7 +44,9 @@ def build_net(net: Mapping, input_shape: Sequence[int], latent_dim: int) -> VAEN
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise SettingError("net._target_", net["_target_"], f"cannot be loaded ({reason}): give module.ClassName") from None
     if not issubclass(cls, VAENet):
-        raise SettingError("net._target_", net["_target_"], "is not a network: it must subclass vae_lightning.models.networks.VAENet")
+        raise SettingError(
+            "net._target_", net["_target_"], "is not a network: it must subclass vae_lightning.models.networks.VAENet"
+        )
     return instantiate_component(net, "net", input_shape=list(input_shape), latent_dim=latent_dim)
 
 

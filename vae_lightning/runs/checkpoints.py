@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from vae_lightning.errors import UserError, instantiate_component
@@ -20,6 +21,28 @@ from vae_lightning.models.likelihoods import range_text
 from vae_lightning.models.vae_module import VAEModule
 
 EXAMPLE = "e.g. ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt"
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint whose saved paths follow the run folder: in a moved or copied run, the best
+    and last checkpoints it recorded are found in their new place, so ``resume=true`` continues the run in
+    place (Lightning's own would forget them and start ``last-v1.ckpt``)."""
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        saved = state_dict.get("dirpath")
+        if saved and self.dirpath and os.path.normpath(saved) != os.path.normpath(self.dirpath):
+            def moved(path):
+                if not path or not Path(path).is_relative_to(saved):
+                    return path
+                return str(Path(self.dirpath) / Path(path).relative_to(saved))
+
+            state_dict = {
+                **state_dict,
+                "dirpath": self.dirpath,
+                **{k: moved(state_dict.get(k)) for k in ("best_model_path", "kth_best_model_path", "last_model_path")},
+                "best_k_models": {moved(k): v for k, v in state_dict.get("best_k_models", {}).items()},
+            }
+        super().load_state_dict(state_dict)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

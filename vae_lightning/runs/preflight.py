@@ -1,0 +1,205 @@
+"""What a training run checks before its folder is made and before any data is read, for the settings of the
+components it does not own (torch's optimizer and scheduler, Lightning's Trainer) and for the combinations
+that only fail later (a scheduler watching a validation that never runs...). Our own components (data, model,
+network) check their settings in their constructors.
+
+Also: which checkpoint a run continues from (``resume=true``: the newest intact one of its folder).
+"""
+
+import contextlib
+import logging
+import re
+from pathlib import Path
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, OmegaConf
+
+from vae_lightning.errors import SettingError, UserError, check_bool, check_float, check_int, instantiate_component
+
+SEED_MAX = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything uses
+TRAINER_PROBE = {"callbacks": [], "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+                 "enable_model_summary": False, "default_root_dir": None}
+
+
+def _select(cfg: DictConfig, key: str):
+    return OmegaConf.select(cfg, key, default=None)
+
+
+def check_run_settings(cfg: DictConfig) -> None:
+    """The entry point's own settings and the cross-checks between groups."""
+    check_int("seed", cfg.get("seed"), low=0, example=42)
+    if cfg.seed > SEED_MAX:
+        raise SettingError("seed", cfg.seed, f"must be <= {SEED_MAX} (numpy's seed range), e.g. seed=42")
+    check_bool("resume", cfg.get("resume", False))
+    check_bool("test", cfg.get("test", True))
+    check_float("optimizer.lr", _select(cfg, "optimizer.lr"), low=0, low_ok=False, example="1e-3")
+    max_epochs = check_int("trainer.max_epochs", _select(cfg, "trainer.max_epochs"), low=-1, example=50,
+                           note=" (-1 trains until stopped)")
+    for key, low in (("gradient_clip_val", 0), ("log_every_n_steps", 1), ("num_sanity_val_steps", -1)):
+        value = _select(cfg, f"trainer.{key}")
+        if value is not None:
+            check_float(f"trainer.{key}", value, low=low, note=" (or null)" if key == "gradient_clip_val" else "")
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        value = _select(cfg, f"trainer.{key}")
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            check_float(f"trainer.{key}", value, low=0, note=" (a fraction <= 1, a number of batches, or null for all)")
+            if value > 1:
+                raise SettingError(f"trainer.{key}", value, "must be a fraction <= 1.0 or a whole number of batches")
+    every = _select(cfg, "trainer.check_val_every_n_epoch")
+    if every is not None:
+        check_int("trainer.check_val_every_n_epoch", every, low=1, example=1, note=" (or null)")
+    limit_val = _select(cfg, "trainer.limit_val_batches")
+    validates = limit_val != 0 and every is not None and (max_epochs == -1 or every <= max_epochs)
+    scheduler = cfg.get("scheduler") or {}
+    target = str(scheduler.get("_target_", ""))
+    if target.endswith("ReduceLROnPlateau") and not validates:
+        raise UserError(
+            "scheduler=plateau follows val/loss, but validation never runs (trainer.limit_val_batches="
+            f"{limit_val}, trainer.check_val_every_n_epoch={every}, trainer.max_epochs={max_epochs}): "
+            "turn validation on, or use scheduler=none|cosine"
+        )
+    t_max = scheduler.get("T_max") if "T_max" in scheduler else None
+    if t_max is not None and (isinstance(t_max, bool) or not isinstance(t_max, int) or t_max < 1):
+        raise SettingError(
+            "scheduler.T_max", t_max, "must be an integer >= 1 (epochs of one cosine cycle; scheduler=cosine takes "
+            "trainer.max_epochs): set trainer.max_epochs to a number of epochs, or scheduler.T_max",
+        )
+    if cfg.get("resume") and cfg.get("ckpt_path"):
+        raise UserError(f"resume=true continues this run folder's last.ckpt, ckpt_path={cfg.ckpt_path} another: drop one of them")
+
+
+def _named_setting(message: str, section: dict, prefix: str) -> str | None:
+    """The ``prefix.key`` a library's error message is about: its name as a word, else its value, quoted or as
+    the only value of the section that the message shows."""
+    for key, value in section.items():
+        if f"{key}={value}" in message:
+            return f"{prefix}.{key}"
+    for key, value in section.items():
+        text = str(value)
+        if len(text) > 1 and (f"'{text}'" in message or f"`{text}`" in message or f'"{text}"' in message):
+            return f"{prefix}.{key}"
+    for key in section:
+        if re.search(rf"\b{re.escape(str(key))}\b", message):
+            return f"{prefix}.{key}"
+    shown = [k for k, v in section.items() if re.search(rf"(?<![\w.-]){re.escape(str(v))}(?![\w.])", message)]
+    return f"{prefix}.{shown[0]}" if len(shown) == 1 else None
+
+
+def refused(group: str, cfg_section, error: BaseException) -> UserError:
+    """A library refused a group's settings: name the setting when its message allows."""
+    message = " ".join((str(error).strip().splitlines() or [type(error).__name__])[0].split())
+    section = OmegaConf.to_container(cfg_section, resolve=False) if isinstance(cfg_section, DictConfig) else {}
+    plain = {k: v for k, v in section.items() if not str(k).startswith("_") and not str(v).startswith("${")}
+    key = _named_setting(message, plain, group)
+    if key is None:
+        return UserError(f"{group}: {message}: check the {group}.* settings (--cfg job shows them)")
+    return SettingError(key, section[key.split(".", 1)[1]], f"is refused: {message}", plain=True)
+
+
+@contextlib.contextmanager
+def quiet(loggers=("lightning.pytorch", "lightning.fabric")):
+    """Lightning's start-up notices (GPU available..., seed set...) are printed once, by the real run."""
+    logs = [logging.getLogger(name) for name in loggers]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for log, level in zip(logs, levels):
+            log.setLevel(level)
+
+
+def build_library_component(config: DictConfig, where: str, **kwargs):
+    """``instantiate``, with what the library refuses (Lightning's MisconfigurationException, a ValueError...)
+    as a UserError naming the setting under ``where`` (e.g. ``callbacks.model_checkpoint``)."""
+    try:
+        return instantiate_component(config, where, **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, (ValueError, TypeError, MisconfigurationException)):
+            raise refused(where, config, e.__cause__) from None
+        raise
+
+
+def check_library_components(cfg: DictConfig) -> None:
+    """Build the optimizer (on a dummy parameter), the scheduler and the Trainer (without callbacks and
+    loggers), so what torch and Lightning refuse is refused now, naming the setting."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    try:
+        optimizer = instantiate_component(cfg.optimizer, "optimizer")([param])
+    except (ValueError, TypeError, InstantiationException) as e:
+        raise refused("optimizer", cfg.optimizer, e.__cause__ or e) from None
+    if cfg.get("scheduler"):
+        try:
+            instantiate_component(cfg.scheduler, "scheduler")(optimizer)
+        except (ValueError, TypeError, InstantiationException) as e:
+            raise refused("scheduler", cfg.scheduler, e.__cause__ or e) from None
+    if str(_select(cfg, "trainer.accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise SettingError("trainer.accelerator", cfg.trainer.accelerator,
+                           "but torch sees no GPU on this machine: use trainer.accelerator=cpu (or auto)", plain=True)
+    with quiet():
+        try:
+            instantiate(cfg.trainer, **TRAINER_PROBE)
+        except UserError:
+            raise
+        except Exception as e:  # MisconfigurationException, ValueError... from Lightning's own checks
+            raise refused("trainer", cfg.trainer, e.__cause__ or e) from None
+
+
+def readable_checkpoint(path: Path) -> tuple[dict | None, str]:
+    """(the checkpoint's dict, "") if it loads, else (None, why not)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        return None, (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
+        return None, "not a training checkpoint"
+    return ckpt, ""
+
+
+def checkpoint_to_resume(cfg: DictConfig) -> tuple[str | None, int | None]:
+    """(checkpoint to start from, its global step). ``resume=true``: this run folder's ``last.ckpt``, or if
+    that is damaged the newest intact checkpoint beside it (said on stderr); UserError when there is none."""
+    path = cfg.get("ckpt_path")
+    if not cfg.get("resume"):
+        if path is None:
+            return None, None
+        if not Path(str(path)).is_file():
+            raise UserError(f"ckpt_path={path} is not a file: point it at a checkpoint, e.g. <run>/checkpoints/last.ckpt")
+        ckpt, why = readable_checkpoint(Path(str(path)))
+        if ckpt is None:
+            raise UserError(f"ckpt_path={path} is not a readable checkpoint ({why}): point it at a .ckpt written by training")
+        return str(path), None
+    folder = Path(cfg.paths.output_dir) / "checkpoints"
+    last = folder / "last.ckpt"
+    candidates = sorted(folder.glob("*.ckpt"), key=lambda p: (p == last, p.stat().st_mtime), reverse=True)
+    if not candidates:
+        raise UserError(f"resume=true but {last} does not exist: add hydra.run.dir=<the folder of the run to continue>")
+    damaged = []
+    for candidate in candidates:
+        ckpt, why = readable_checkpoint(candidate)
+        if ckpt is None:
+            damaged.append(f"{candidate.name} ({why})")
+            continue
+        if damaged:
+            print(f"warning: {', '.join(damaged)} cannot be read: resuming from {candidate} "
+                  f"(epoch {ckpt.get('epoch')}, step {ckpt['global_step']})", flush=True)
+        return str(candidate), int(ckpt["global_step"])
+    raise UserError(f"resume=true but no checkpoint in {folder} can be read ({'; '.join(damaged)}): "
+                    "start a new run, or copy an intact checkpoint there")
+
+
+def check_checkpoint_fits(ckpt_path: str, model) -> None:
+    """A checkpoint to start from must hold a model of the same shape as the configured one."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    saved = ckpt.get("hyper_parameters", {})
+    for key in ("net", "latent_dim", "input_shape"):
+        if key in saved and saved[key] != model.hparams[key]:
+            now = model.hparams[key]
+            raise UserError(
+                f"ckpt_path={ckpt_path} holds a model with model.{key}={saved[key]}, but this run's is {now}: "
+                "drop the model overrides, or start without ckpt_path"
+            )
