@@ -1,10 +1,10 @@
-# make train [ARGS="overrides"] | make test | make bench
+# make train|eval|sample [ARGS="overrides"] | make summarize ARGS=<sweep folder> | make test | make bench
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: install lint train test test-fast bench tensorboard clean
+.PHONY: install lint train eval sample summarize test test-fast bench tensorboard clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,15 @@ install: $(VENV)/.installed
 
 train: install
 	$(PY) -m vae_lightning.train $(ARGS)
+
+eval: install
+	$(PY) -m vae_lightning.eval $(ARGS)
+
+sample: install
+	$(PY) -m vae_lightning.sample $(ARGS)
+
+summarize: install
+	$(PY) -m vae_lightning.summarize $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -119,3 +119,23 @@ def test_a_setting_the_network_does_not_take_is_named_with_its_fix():
     _, model = check_config(cfg_with("model.net._target_=vae_lightning.models.networks.ConvNet",
                                      "~model.net.hidden_dims"))  # the fix it names works
     assert type(model.net).__name__ == "ConvNet"
+
+
+@pytest.mark.parametrize(
+    "override,key,value",
+    [
+        ("debug=fdr", "trainer.fast_dev_run", True),
+        ("trainer.fast_dev_run=true", "trainer.fast_dev_run", True),  # no + needed
+        ("debug=overfit", "trainer.overfit_batches", 3),
+        ("debug=limit", "trainer.limit_train_batches", 20),
+        ("debug=profiler", "trainer.profiler._target_", "lightning.pytorch.profilers.SimpleProfiler"),
+        ("callbacks/early_stopping=on", "callbacks.early_stopping.monitor", "val/loss"),
+        ("callbacks/progress_bar=rich", "callbacks.progress_bar._target_", "lightning.pytorch.callbacks.RichProgressBar"),
+        ("callbacks/progress_bar=tqdm", "callbacks.progress_bar._target_", "lightning.pytorch.callbacks.TQDMProgressBar"),
+    ],
+)
+def test_debug_presets_and_optional_callbacks_compose(override, key, value):
+    cfg = cfg_with(override)
+    assert OmegaConf.select(cfg, key) == value
+    assert "early_stopping" not in cfg_with().callbacks and "progress_bar" not in cfg_with().callbacks  # off by default
+    check_config(cfg)

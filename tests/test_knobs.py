@@ -131,11 +131,20 @@ def test_binarization_is_dynamic_for_training_and_fixed_for_test(tiny_mnist):
 
 def test_tensorboard_shows_kl_per_dim_each_epoch_and_the_test_embedding(latent2_run):
     events = EventAccumulator(str(latent2_run / "tensorboard"), size_guidance={"histograms": 0, "scalars": 0}).Reload()
-    assert [e.step for e in events.Histograms("kl_per_dim")] == [0, 1, 2]
+    steps = [e.step for e in events.Scalars("val/loss")]
+    assert [e.step for e in events.Histograms("kl_per_dim")] == steps == [15, 31, 47]  # one x-axis: the step
     # the dims' KLs add up to the epoch's val/kl (both are means over the validation images)
     for hist, kl in zip(events.Histograms("kl_per_dim"), events.Scalars("val/kl")):
         assert abs(hist.histogram_value.sum - kl.value) < 1e-3 * max(1.0, kl.value), (hist.histogram_value.sum, kl.value)
     assert len(events.Scalars("val/kl_dims_above_0.01")) == 3
+    # val/active_units counts as eval does (Cov_x E_q[z_d] > 0.01), here on the validation set of the last epoch
+    from vae_lightning.models.metrics import active_units
+    from vae_lightning.runs.checkpoints import build_datamodule, load_module
+
+    module, config = load_module(latent2_run / "checkpoints" / "last.ckpt")
+    with torch.no_grad():
+        mus = torch.cat([module.encode(x)[0] for x, _ in build_datamodule(config, module).loader("val")])
+    assert [e.value for e in events.Scalars("val/active_units")][-1] == active_units(mus)[0]
     projector = latent2_run / "tensorboard" / "projector_config.pbtxt"
     assert "test_mu" in projector.read_text() and "sprite.png" in projector.read_text()
     folder = next((latent2_run / "tensorboard").glob("*/test_mu"))

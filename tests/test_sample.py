@@ -73,11 +73,11 @@ def test_manifold_needs_a_2d_latent_space(tmp_path):
         sample.run(sample_cfg(f"ckpt_path={ckpt}", "mode=walk"))
 
 
-def test_sample_entry_point_writes_the_tutorials_16x16_grid(latent2_run, tmp_path):
+def test_sample_entry_point_writes_the_tutorials_16x16_grid_into_the_run_folder(latent2_run, tmp_path):
     proc = run_module("vae_lightning.sample", f"ckpt_path={latent2_run}/checkpoints/last.ckpt", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert Image.open(tmp_path / "generated_images.png").size == grid_size(16, 16)
-    assert not (tmp_path / "outputs").exists()  # sampling makes no Hydra run folder
+    assert Image.open(latent2_run / "sample_prior.png").size == grid_size(16, 16)
+    assert list(tmp_path.iterdir()) == []  # nothing in the current folder, no Hydra run folder
 
 
 @pytest.mark.parametrize("n,nrow,message", [(0, None, r"n=0 must be >= 1, e.g. n=256"),
@@ -95,4 +95,4 @@ def test_out_may_name_a_folder(latent2_run, tmp_path):
     proc = run_module("vae_lightning.sample", f"ckpt_path={latent2_run}/checkpoints/last.ckpt", f"out={tmp_path}",
                       "mode=interpolate", "n=16")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert Image.open(tmp_path / "interpolate.png").size == grid_size(4, 4)
+    assert Image.open(tmp_path / "sample_interpolate.png").size == grid_size(4, 4)

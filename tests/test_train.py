@@ -48,8 +48,12 @@ def test_tensorboard_has_every_scalar_and_image_for_every_epoch(tiny_run):
     for tag in SCALARS:
         assert len(acc.Scalars(tag)) == 3, tag
     assert any(t.startswith("lr-") for t in tags["scalars"])
+    steps = [e.step for e in acc.Scalars("val/loss")]
+    assert steps == [15, 31, 47]  # the last training step of each epoch (16 steps per epoch)
     for tag in ("samples", "reconstructions"):
-        assert [e.step for e in acc.Images(tag)] == [0, 1, 2], tag
+        assert [e.step for e in acc.Images(tag)] == steps, tag  # one x-axis for everything
+        pngs = sorted(p.name for p in (tiny_run / "images").glob(f"{tag}_epoch*.png"))
+        assert pngs == [f"{tag}_epoch00{e}.png" for e in range(3)], pngs  # the same grids as files
     sample = acc.Images("samples")[0]
     assert (sample.width, sample.height) == (4 * 30 + 2, 4 * 30 + 2)  # a 4x4 grid of 28x28 with 2px padding
     recon = acc.Images("reconstructions")[0]
@@ -113,3 +117,23 @@ def test_a_run_without_callbacks_or_loggers_still_trains_and_reports(tiny_mnist,
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and "val/loss" in metrics["metrics"] and "test/loss" in metrics["metrics"]
     assert not (run / "tensorboard").exists()
+
+
+@pytest.mark.parametrize("preset,steps", [("debug=fdr", 1), ("debug=overfit", 20 * 3), ("debug=limit", 3 * 20)])
+def test_debug_presets_run(tiny_mnist, tmp_path, preset, steps):
+    run = tmp_path / preset.split("=")[1]
+    quick = [a for a in TINY if not a.startswith("trainer.max_epochs")]  # the preset sets the epochs
+    proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={run}", *quick, preset, "data.batch_size=8")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == steps
+
+
+def test_early_stopping_and_the_profiler_report(tiny_mnist, tmp_path):
+    run = tmp_path / "es"
+    proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={run}", *TINY, "debug=profiler", "trainer.max_epochs=10",
+                     "callbacks/early_stopping=on", "callbacks.early_stopping.patience=1",
+                     "callbacks.early_stopping.min_delta=1000")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2  # no epoch improves val/loss by 1000 nats
+    report = next(run.glob("*profiler*.txt")).read_text()
+    assert "Profiler Report" in report and "run_training_epoch" in report

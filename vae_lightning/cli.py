@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 from vae_lightning.errors import UserError, exit_with
@@ -187,9 +188,22 @@ def report(exc: BaseException) -> UserError:
     return error
 
 
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet_dependency_notices() -> None:
+    """Drop what dependencies print on every run that says nothing about it: Lightning's advert for its cloud
+    logger, and a deprecation warning Lightning's own code triggers inside torch. Other warnings stay."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def run(hydra_main, config_name: str, check=None) -> None:
     """An entry point's ``main()``: preflight the command line (and ``check`` its composed config), then run
     the Hydra task."""
+    quiet_dependency_notices()
     try:
         preflight(config_name, sys.argv[1:], check)
     except Exception as e:

@@ -125,7 +125,7 @@ def run(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=str(cli.CONF_DIR), config_name="eval")
 def hydra_main(cfg: DictConfig) -> None:
     try:
         run(cfg)

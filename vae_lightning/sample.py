@@ -1,4 +1,4 @@
-"""Entry point: ``python -m vae_lightning.sample ckpt_path=... [mode=prior] [n=256] [out=generated_images.png]``.
+"""Entry point: ``python -m vae_lightning.sample ckpt_path=... [mode=prior] [n=256] [out=<run>/sample_prior.png]``.
 
 Modes (each a grid of n images, nrow per row):
   prior        decoded z ~ N(0, I)
@@ -18,7 +18,7 @@ from torchvision.utils import save_image
 
 from vae_lightning import cli
 from vae_lightning.errors import UserError, check_choice, check_float, check_int, exit_with, settings_of
-from vae_lightning.eval import pick_device, requested_overrides
+from vae_lightning.eval import pick_device, requested_overrides, run_folder
 from vae_lightning.files import output_file
 from vae_lightning.resolvers import register_resolvers
 from vae_lightning.runs.checkpoints import build_datamodule, load_module
@@ -87,7 +87,8 @@ def run(cfg: DictConfig) -> Path:
     nrow = cfg.nrow if cfg.nrow is not None else max(1, math.isqrt(n))
     device = pick_device(cfg.device)
     module, config = load_module(cfg.ckpt_path, map_location=str(device), overrides=requested_overrides(cfg))
-    out = output_file(cfg.out, "out", f"{cfg.mode}.png")
+    name = f"sample_{cfg.mode}.png"
+    out = output_file(cfg.out or run_folder(Path(str(cfg.ckpt_path)).expanduser()) / name, "out", name)
     generator = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
         z = GRIDS[cfg.mode](module, n=n, nrow=nrow, generator=generator, config=config, span=span)
@@ -97,7 +98,7 @@ def run(cfg: DictConfig) -> Path:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
+@hydra.main(version_base="1.3", config_path=str(cli.CONF_DIR), config_name="sample")
 def hydra_main(cfg: DictConfig) -> None:
     try:
         run(cfg)

@@ -138,7 +138,7 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(cli.CONF_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     started, run_dir = time.perf_counter(), HydraConfig.get().runtime.output_dir
     try:

@@ -1,11 +1,24 @@
-"""Every epoch, images in TensorBoard: decoded samples of a fixed set of latents, and reconstructions."""
+"""Every epoch, images in TensorBoard and as PNG files in the run folder: decoded samples of a fixed set of
+latents, and reconstructions. TensorBoard files them at the step of the epoch's scalars (one x-axis for all)."""
+
+from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
-from torchvision.utils import make_grid
+from torchvision.utils import make_grid, save_image
 
-from vae_lightning.callbacks.tensorboard import tensorboard
+from vae_lightning.callbacks.tensorboard import epoch_step, tensorboard
+
+
+def publish(trainer: L.Trainer, tag: str, grid: torch.Tensor, png_dir: str | None) -> None:
+    """A (3, H, W) grid in [0, 1] into TensorBoard (at the global step) and ``<png_dir>/<tag>_epochNNN.png``."""
+    writer = tensorboard(trainer)
+    if writer is not None:
+        writer.add_image(tag, grid, epoch_step(trainer))
+    if png_dir:
+        Path(png_dir).mkdir(parents=True, exist_ok=True)
+        save_image(grid, Path(png_dir) / f"{tag}_epoch{trainer.current_epoch:03d}.png")
 
 
 class SampleGrid(L.Callback):
@@ -14,8 +27,9 @@ class SampleGrid(L.Callback):
     The grid shows the same latents as training goes on (tutorial: 256 samples, 16 x 16).
     """
 
-    def __init__(self, num_samples: int = 256, nrow: int = 16, seed: int = 0, tag: str = "samples"):
-        self.num_samples, self.nrow, self.seed, self.tag = num_samples, nrow, seed, tag
+    def __init__(self, num_samples: int = 256, nrow: int = 16, seed: int = 0, tag: str = "samples",
+                 png_dir: str | None = None):
+        self.num_samples, self.nrow, self.seed, self.tag, self.png_dir = num_samples, nrow, seed, tag, png_dir
 
     def latents(self, latent_dim: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed)
@@ -23,18 +37,17 @@ class SampleGrid(L.Callback):
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer, pl_module):
-        writer = tensorboard(trainer)
-        if writer is None:
+        if tensorboard(trainer) is None and not self.png_dir:
             return
         images = pl_module.to_unit_range(pl_module.decode(self.latents(pl_module.latent_dim)))
-        writer.add_image(self.tag, make_grid(images.float().cpu(), nrow=self.nrow), trainer.current_epoch)
+        publish(trainer, self.tag, make_grid(images.float().cpu(), nrow=self.nrow), self.png_dir)
 
 
 class Reconstructions(L.Callback):
     """Every epoch, log the first validation images (top row) above their reconstructions (bottom row)."""
 
-    def __init__(self, num_images: int = 16, tag: str = "reconstructions"):
-        self.num_images, self.tag = num_images, tag
+    def __init__(self, num_images: int = 16, tag: str = "reconstructions", png_dir: str | None = None):
+        self.num_images, self.tag, self.png_dir = num_images, tag, png_dir
         self.inputs: torch.Tensor | None = None
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
@@ -43,9 +56,8 @@ class Reconstructions(L.Callback):
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer, pl_module):
-        writer = tensorboard(trainer)
-        if writer is None or self.inputs is None or trainer.sanity_checking:
+        if (tensorboard(trainer) is None and not self.png_dir) or self.inputs is None or trainer.sanity_checking:
             return
         recon = pl_module.reconstruct(self.inputs).cpu()
         images = pl_module.to_unit_range(torch.cat([self.inputs.to(recon.dtype), recon]))
-        writer.add_image(self.tag, make_grid(images.float(), nrow=len(self.inputs)), trainer.current_epoch)
+        publish(trainer, self.tag, make_grid(images.float(), nrow=len(self.inputs)), self.png_dir)

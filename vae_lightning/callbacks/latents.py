@@ -4,37 +4,53 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from vae_lightning.callbacks.tensorboard import tensorboard
+from vae_lightning.callbacks.tensorboard import epoch_step, tensorboard
+from vae_lightning.models.metrics import ACTIVE_UNIT_THRESHOLD
 
 
-class KLHistogram(L.Callback):
-    """Every epoch, a histogram of the KL of each latent dim (mean over the validation set).
+class LatentActivity(L.Callback):
+    """Every validation epoch, how much of the latent space the model uses, in TensorBoard:
 
-    Collapsed dims pile up at 0 nats; the scalar ``val/kl_dims_above_0.01`` counts the others.
+    - ``val/active_units``: dims whose posterior mean varies over the validation set, Cov_x(E_q[z_d]) > 0.01
+      (Burda et al. 2016) - the same definition as ``vae_lightning.eval``'s "active units";
+    - ``kl_per_dim``: a histogram of each dim's KL (mean over the validation set); collapsed dims pile up at 0,
+      and ``val/kl_dims_above_0.01`` counts the others (a different, KL-based count).
     """
 
     def __init__(self, tag: str = "kl_per_dim", threshold: float = 0.01):
         self.tag, self.threshold = tag, threshold
-        self.total: torch.Tensor | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.kl: torch.Tensor | None = None
+        self.mu_sum: torch.Tensor | None = None
+        self.mu_sq: torch.Tensor | None = None
         self.count = 0
 
     def on_validation_epoch_start(self, trainer, pl_module):
-        self.total, self.count = None, 0
+        self._reset()
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         n = len(batch[0])
-        kl = outputs["kl_dims"].float() * n  # the module's own per-dim KL of this batch (no second pass)
-        self.total = kl if self.total is None else self.total + kl
+        kl = outputs["kl_dims"].double() * n  # the module's own per-dim KL of this batch (no second pass)
+        mu = outputs["mu"].double()
+        if self.kl is None:
+            self.kl, self.mu_sum, self.mu_sq = kl, mu.sum(0), mu.pow(2).sum(0)
+        else:
+            self.kl, self.mu_sum, self.mu_sq = self.kl + kl, self.mu_sum + mu.sum(0), self.mu_sq + mu.pow(2).sum(0)
         self.count += n
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer, pl_module):
         writer = tensorboard(trainer)
-        if writer is None or self.total is None or trainer.sanity_checking:
+        if writer is None or self.kl is None or trainer.sanity_checking or self.count < 2:
             return
-        kl = (self.total / self.count).cpu()
-        writer.add_histogram(self.tag, kl, trainer.current_epoch)
-        writer.add_scalar(f"val/kl_dims_above_{self.threshold:g}", int((kl > self.threshold).sum()), trainer.current_epoch)
+        kl = (self.kl / self.count).float().cpu()
+        variance = ((self.mu_sq - self.mu_sum.pow(2) / self.count) / (self.count - 1)).cpu()  # as torch.var
+        step = epoch_step(trainer)  # the x-axis of every curve
+        writer.add_histogram(self.tag, kl, step)
+        writer.add_scalar(f"val/kl_dims_above_{self.threshold:g}", int((kl > self.threshold).sum()), step)
+        writer.add_scalar("val/active_units", int((variance > ACTIVE_UNIT_THRESHOLD).sum()), step)
 
 
 class LatentEmbedding(L.Callback):

@@ -14,6 +14,12 @@ def tensorboard(trainer: L.Trainer):
     return None
 
 
+def epoch_step(trainer: L.Trainer) -> int:
+    """The x value of what a callback logs at an epoch's end: the last finished training step, where Lightning
+    files the epoch's scalars (val/loss...), so images and histograms line up with the curves."""
+    return max(trainer.global_step - 1, 0)
+
+
 class HParams(L.Callback):
     """Write the run's hyperparameters to TensorBoard's HParams dashboard, with ``val/loss`` as its metric.
 

@@ -272,7 +272,8 @@ class InMemoryImageDataModule(ImageDataModule):
         return done if 0 < done < t.num_training_batches else 0
 
     def train_dataloader(self) -> BatchLoader:
-        return self.loader("train", shuffle=True, batches_done=self._train_batches_done)
+        overfit = getattr(self.trainer, "overfit_batches", 0)  # the same batches every epoch
+        return self.loader("train", shuffle=not overfit, batches_done=self._train_batches_done)
 
     def val_dataloader(self) -> BatchLoader:
         return self.loader("val")

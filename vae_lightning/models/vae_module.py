@@ -142,14 +142,15 @@ class VAEModule(L.LightningModule):
         return self.hparams.kl_weight * (min(1.0, epoch / warmup) if warmup > 0 else 1.0)
 
     def losses(self, x: torch.Tensor, kl_weight: float | None = None) -> dict[str, torch.Tensor]:
-        """loss (negative ELBO), recon and kl, plus the objective with beta = ``kl_weight`` (default: the full beta)."""
+        """loss (negative ELBO), recon and kl, plus the objective with beta = ``kl_weight`` (default: the full beta);
+        also the batch-mean KL of each latent dim and the posterior means mu."""
         logits, mu, logvar = self.net(x)
         recon = self.likelihood.nll(logits, x).mean()
         kl_dims = kl_per_dim(mu.float(), logvar.float()).mean(0)
         kl = kl_dims.sum()
         beta = self.hparams.kl_weight if kl_weight is None else kl_weight
         objective = recon + beta * kl_dims.clamp(min=self.hparams.free_bits).sum()
-        return {"loss": recon + kl, "recon": recon, "kl": kl, OBJECTIVE: objective, "kl_dims": kl_dims}
+        return {"loss": recon + kl, "recon": recon, "kl": kl, OBJECTIVE: objective, "kl_dims": kl_dims, "mu": mu}
 
     def _step(self, stage: str, batch, kl_weight: float | None = None) -> dict[str, torch.Tensor]:
         x, _ = batch
@@ -192,8 +193,9 @@ class VAEModule(L.LightningModule):
         return self._step("train", batch, beta)[OBJECTIVE]
 
     def validation_step(self, batch, batch_idx):
-        """Returns the batch-mean KL of each latent dim (callbacks.KLHistogram reads it)."""
-        return {"kl_dims": self._step("val", batch)["kl_dims"].detach()}
+        """Returns the batch-mean KL of each latent dim and the posterior means (callbacks.LatentActivity reads them)."""
+        out = self._step("val", batch)
+        return {"kl_dims": out["kl_dims"].detach(), "mu": out["mu"].detach()}
 
     def test_step(self, batch, batch_idx):
         self._step("test", batch)

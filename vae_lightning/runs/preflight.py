@@ -21,7 +21,7 @@ from vae_lightning.errors import SettingError, UserError, check_bool, check_floa
 
 SEED_MAX = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything uses
 TRAINER_PROBE = {"callbacks": [], "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
-                 "enable_model_summary": False, "default_root_dir": None}
+                 "enable_model_summary": False, "default_root_dir": None, "profiler": None}
 
 
 def _select(cfg: DictConfig, key: str):

@@ -1,0 +1,36 @@
+"""The commands a user types: console scripts installed with the package, and the one-line error boundary."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize("name", ["vae-train", "vae-eval", "vae-sample", "vae-summarize"])
+def test_console_scripts_are_installed_with_the_package(name):
+    assert (BIN / name).is_file(), f"{name} missing from {BIN}: reinstall with make install"
+
+
+def test_console_scripts_run_from_any_folder_with_the_same_one_line_errors(tmp_path):
+    proc = subprocess.run([BIN / "vae-train", "model.latent_dim=0"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr == "error: model.latent_dim=0 must be >= 1, e.g. model.latent_dim=20\n"
+    assert list(tmp_path.iterdir()) == []  # refused before any folder was made
+    proc = subprocess.run([BIN / "vae-summarize"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: give one sweep folder")
+    proc = subprocess.run([BIN / "vae-eval", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0 and "eval" in proc.stdout  # Hydra's own flags still work
+
+
+def test_a_console_script_trains_from_another_folder(tiny_mnist, tmp_path):
+    from tests.conftest import TINY
+
+    proc = subprocess.run([BIN / "vae-train", f"data.root={tiny_mnist}", *TINY, "trainer.max_epochs=1", "test=false",
+                           "callbacks.latent_embedding.num_points=20"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list((tmp_path / "outputs" / "runs").iterdir())  # outputs/ of the folder it was started in
+    assert len(runs) == 1 and (runs[0] / "metrics.json").is_file()
