@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import lightning as L
+import torch
 
 
 class Probe(L.Callback):
@@ -14,6 +15,7 @@ class Probe(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         batches = trainer.train_dataloader.batch_sampler  # torch's BatchSampler over a DistributedSampler
         self.record["world_size"], self.record["batch_size"] = batches.sampler.num_replicas, batches.batch_size
+        self.record["threads"] = torch.get_num_threads()
         self.record["train_indices"].append([int(i) for batch in batches for i in batch])
 
     def on_fit_end(self, trainer, pl_module):

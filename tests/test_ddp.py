@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -52,6 +53,7 @@ def test_two_cpu_processes_train_into_one_run_folder(tiny_mnist, tmp_path):
     assert result["epochs"] == 1 and result["global_step"] == 16
     ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [(r["world_size"], r["batch_size"]) for r in ranks] == [(2, 16), (2, 16)]
+    assert [r["threads"] for r in ranks] == [max(1, os.cpu_count() // 2)] * 2  # the node's cores shared by its ranks
     seen = ranks[0]["train_indices"][0] + ranks[1]["train_indices"][0]
     assert len(seen) == len(set(seen)) == 500
     assert result["metrics"]["best/val_loss"] == pytest.approx(result["metrics"]["val/loss"], rel=1e-5)

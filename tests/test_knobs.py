@@ -168,3 +168,22 @@ def test_bad_knob_values_are_refused(override, match):
         cfg = compose("train", overrides=override.split())
     with pytest.raises(UserError, match=match):
         check_config(cfg)
+
+
+def test_cpu_threads_are_shared_among_the_processes_on_the_machine():
+    import os
+    from types import SimpleNamespace
+
+    from vae_lightning.callbacks.threads import CpuThreads
+
+    before = torch.get_num_threads()
+    cpu = SimpleNamespace(root_device=torch.device("cpu"))
+    try:
+        CpuThreads().setup(SimpleNamespace(strategy=cpu, world_size=2, num_nodes=1), None, "fit")
+        assert torch.get_num_threads() == max(1, os.cpu_count() // 2)
+        CpuThreads(threads=3).setup(SimpleNamespace(strategy=cpu, world_size=1, num_nodes=1), None, "fit")
+        assert torch.get_num_threads() == 3
+        CpuThreads().setup(SimpleNamespace(strategy=cpu, world_size=1, num_nodes=1), None, "fit")
+        assert torch.get_num_threads() == os.cpu_count()  # alone on the machine: every core
+    finally:
+        torch.set_num_threads(before)

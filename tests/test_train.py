@@ -42,6 +42,22 @@ def test_run_folder_holds_config_checkpoints_and_metrics(tiny_run):
     assert ckpt["run_config"]["model"]["loss"] == "bce" and ckpt["hyper_parameters"]["latent_dim"] == 20
 
 
+def test_a_run_shows_its_config_and_a_summary_and_logs_to_train_log(tiny_mnist, tmp_path):
+    run = tmp_path / "shown"
+    proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={run}", *TINY, "trainer.max_epochs=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tree = (run / "config_tree.log").read_text()
+    assert tree.startswith("config") and "MLPNet" in tree and "latent_dim: 20" in tree and "\x1b[" not in tree
+    assert "latent_dim: 20" in proc.stdout  # printed at the start
+    summary = proc.stdout[proc.stdout.index("summary"):]
+    for line in (f"run folder        {run}", "best checkpoint   best-epoch000.ckpt  (val/loss ", "test, nats/image  loss ",
+                 f"tensorboard --logdir {run}"):
+        assert line in summary, summary
+    log = (run / "train.log").read_text()
+    assert "`Trainer.fit` stopped" in log and "summary" in log  # Lightning's messages and ours
+    assert json.loads((run / "metrics.json").read_text())["metrics"]["lr-Adam"] == 1e-3  # exact, not float32's
+
+
 def test_tensorboard_has_every_scalar_and_image_for_every_epoch(tiny_run):
     acc = events(tiny_run)
     tags = acc.Tags()

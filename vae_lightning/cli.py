@@ -167,8 +167,10 @@ def user_error(exc: BaseException) -> UserError | None:
 
 
 def log_traceback(exc: BaseException) -> None:
-    """Write the exception's traceback to the log files of Python's root logger (Hydra's job log: <run>/train.log)."""
-    text = "".join(traceback.format_exception(exc))
+    """Write the exception's traceback, and the one line the user sees, to the log files of Python's root logger
+    (Hydra's job log: <run>/train.log)."""
+    error = user_error(exc)
+    text = "".join(traceback.format_exception(exc)) + (f"error: {error}\n" if error is not None else "")
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.acquire()

@@ -31,6 +31,7 @@ from vae_lightning.runs.preflight import (
     check_run_settings,
     checkpoint_to_resume,
 )
+from vae_lightning.runs.report import log_lightning_to_files, show_config, show_summary
 from vae_lightning.summarize import error_line, write_run_info
 
 register_resolvers()
@@ -108,16 +109,24 @@ def hparams(config: dict) -> dict:
 
 def train(cfg: DictConfig) -> dict:
     """Check, train, test; write ``metrics.json`` in the run folder; return the final metrics."""
+    started = time.perf_counter()
+    log_lightning_to_files()
     check_run_settings(cfg)
     ckpt_path, step = checkpoint_to_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg, resume_step=step)
+    if trainer.is_global_zero and cfg.get("print_config", True):
+        show_config(cfg, cfg.paths.output_dir)
     if ckpt_path:
         check_checkpoint_fits(ckpt_path, model)
     with settings_of("data"):
         datamodule.prepare_data()  # fail fast on missing or bad data, before the trainer starts
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # last epoch's train/ and val/
+    for i, optimizer in enumerate(trainer.optimizers):  # the exact final learning rates, not their float32 copies
+        name = f"lr-{type(optimizer).__name__}" + (f"-{i}" if len(trainer.optimizers) > 1 else "")
+        if name in metrics:
+            metrics[name] = float(optimizer.param_groups[0]["lr"])
     epochs, global_step, best, best_score = fit_progress(trainer)
     if best_score is not None:
         metrics["best/val_loss"] = best_score
@@ -135,6 +144,7 @@ def train(cfg: DictConfig) -> dict:
                 "hparams": hparams(model.run_config),
             },
         )
+        show_summary(cfg.paths.output_dir, metrics, best, epochs, time.perf_counter() - started)
     return metrics
 
 

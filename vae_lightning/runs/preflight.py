@@ -35,6 +35,8 @@ def check_run_settings(cfg: DictConfig) -> None:
         raise SettingError("seed", cfg.seed, f"must be <= {SEED_MAX} (numpy's seed range), e.g. seed=42")
     check_bool("resume", cfg.get("resume", False))
     check_bool("test", cfg.get("test", True))
+    if cfg.get("threads") is not None:
+        check_int("threads", cfg.threads, low=1, example=2, note=" (or null: the cores divided among processes)")
     check_float("optimizer.lr", _select(cfg, "optimizer.lr"), low=0, low_ok=False, example="1e-3")
     max_epochs = check_int("trainer.max_epochs", _select(cfg, "trainer.max_epochs"), low=-1, example=50,
                            note=" (-1 trains until stopped)")

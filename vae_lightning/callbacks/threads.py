@@ -1,0 +1,31 @@
+"""CPU threads per process, so runs and ranks that share a machine do not fight over its cores."""
+
+import os
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+
+
+def parallel_jobs() -> int:
+    """How many jobs of this sweep run at once on this machine (joblib's ``n_jobs``; 1 for other launchers)."""
+    if not HydraConfig.initialized():
+        return 1
+    n_jobs = int(HydraConfig.get().launcher.get("n_jobs", 1) or 1)
+    return (os.cpu_count() or 1) if n_jobs < 0 else n_jobs
+
+
+class CpuThreads(L.Callback):
+    """Set torch's intra-op threads of each training process on a CPU: ``threads``, or (None) the machine's
+    cores divided by the processes sharing them - the parallel jobs of a joblib sweep times this run's DDP
+    ranks on the node. Without it each process spins one thread per core, and two processes on two cores
+    run many times slower than one after the other."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.strategy.root_device.type != "cpu":
+            return
+        sharing = parallel_jobs() * max(1, trainer.world_size // max(1, trainer.num_nodes))
+        torch.set_num_threads(self.threads or max(1, (os.cpu_count() or 1) // sharing))
