@@ -9,7 +9,7 @@ ARGS   ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[dev,sweep]"
+	$(PY) -m pip install -e ".[dev,sweep,loggers]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -134,3 +134,40 @@ def test_summarize_marks_jobs_with_unreadable_files_as_damaged(grid, tmp_path):
     assert rows["1"]["status"] == "damaged" and "metrics.json cannot be read" in rows["1"]["error"]
     assert rows["2"]["status"] == "damaged" and "run_info.json cannot be read" in rows["2"]["error"]
     assert rows["0"]["status"] == rows["3"]["status"] == "completed"
+
+
+def test_submitit_local_launcher_runs_the_jobs(tiny_mnist, tmp_path):
+    """The same code path as SLURM (submitit), each job in its own process on this machine."""
+    out = sweep(tiny_mnist, tmp_path / "submitit", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+                "model.latent_dim=2,4")
+    rows = read_csv(out / "summary.csv")
+    assert sorted(r["model.latent_dim"] for r in rows) == ["2", "4"] and all(r["status"] == "completed" for r in rows)
+    assert list((out / ".submitit").glob("*/*_result.pkl"))  # submitit's own record of each job
+
+
+def test_an_optuna_study_is_shared_by_two_workers_through_sqlite(tiny_mnist, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import optuna
+
+    from tests.conftest import REPO
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="shared", storage=storage, direction="minimize")  # once, before the workers
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "vae_lightning.train", f"data.root={tiny_mnist}", *ONE_EPOCH,
+                          f"hydra.sweep.dir={tmp_path / f'worker{i}'}", "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+                          "hydra.sweeper.sampler.n_startup_trials=2", f"hydra.sweeper.storage={storage}",
+                          "hydra.sweeper.study_name=shared", f"hydra.sweeper.sampler.seed={i}"],
+                         cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    for w in workers:
+        _, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name="shared", storage=storage)
+    trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(trials) == 4 and study.best_value == min(t.value for t in trials)  # one study, both workers' trials

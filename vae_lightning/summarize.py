@@ -92,6 +92,8 @@ def read_row(job: Path) -> dict:
         "overrides": dict(o.split("=", 1) if "=" in o else (o, "") for o in overrides),
         "status": status,
         **{m: metrics.get(m, math.nan) for m in METRICS},
+        "run_name": result.get("run_name") or "",
+        "tags": " ".join(result.get("tags") or []),
         "epochs": result.get("epochs", ""),
         "wall_time_s": info.get("wall_time_s", ""),
         "run_dir": str(job),
@@ -112,7 +114,7 @@ def collect(sweep_dir: str | Path) -> tuple[list[str], list[dict]]:
 
 def table(varying: list[str], rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Header and string cells: one column per varying override, then results."""
-    header = ["job", *varying, "status", *METRICS, "epochs", "wall_time_s", "run_dir", "error"]
+    header = ["job", *varying, "status", *METRICS, "epochs", "wall_time_s", "run_name", "tags", "run_dir", "error"]
 
     def cell(value) -> str:
         if isinstance(value, float):

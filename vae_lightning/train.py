@@ -141,6 +141,8 @@ def train(cfg: DictConfig) -> dict:
                 "epochs": epochs,
                 "global_step": global_step,
                 "best_checkpoint": Path(best).name if best else None,
+                "run_name": cfg.get("run_name"),
+                "tags": list(cfg.get("tags") or []),
                 "hparams": hparams(model.run_config),
             },
         )

@@ -15,7 +15,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vae_lightning.errors import SettingError, UserError, check_bool, check_float, check_int, instantiate_component
 
@@ -35,6 +35,9 @@ def check_run_settings(cfg: DictConfig) -> None:
         raise SettingError("seed", cfg.seed, f"must be <= {SEED_MAX} (numpy's seed range), e.g. seed=42")
     check_bool("resume", cfg.get("resume", False))
     check_bool("test", cfg.get("test", True))
+    tags = cfg.get("tags")
+    if tags is not None and (not isinstance(tags, ListConfig) or not all(isinstance(t, (str, int)) for t in tags)):
+        raise SettingError("tags", tags, "must be a list of words, e.g. tags=[baseline,conv]")
     if cfg.get("threads") is not None:
         check_int("threads", cfg.threads, low=1, example=2, note=" (or null: the cores divided among processes)")
     check_float("optimizer.lr", _select(cfg, "optimizer.lr"), low=0, low_ok=False, example="1e-3")
