@@ -21,7 +21,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-from vae_lightning.errors import UserError, exit_with
+from vae_lightning.errors import UserError, exit_with, first_line
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 HYDRA_FLAGS_WITHOUT_VALUE = {"-m", "--multirun", "--resolve"}
@@ -58,10 +58,6 @@ def _overrides(argv: list[str]) -> list[str] | None:
         else:
             single.append(o.input_line)
     return single
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0].strip()
 
 
 def _keys(tree: dict, prefix: str = "") -> list[str]:
@@ -129,7 +125,7 @@ def preflight(config_name: str, argv: list[str], check=None) -> None:
         if m := re.search(r"An item is already at '([^']+)'", message):
             key = m.group(1)
             raise UserError(f"+{key}: {key} is already a setting: drop the + ({key}=...)") from None
-        raise UserError(f"the overrides do not compose: {' '.join(_first_line(e).split())}") from None
+        raise UserError(f"the overrides do not compose: {first_line(e)}") from None
     finally:
         GlobalHydra.instance().clear()
     if check is not None and not sweep:  # a sweep's jobs check their own values: a bad one is a failed row
@@ -151,7 +147,7 @@ def user_error(exc: BaseException) -> UserError | None:
         key = getattr(cause, "full_key", None) or "a setting"
         if isinstance(cause, MissingMandatoryValue):
             return UserError(f"{key} is required (its config says ???): set {key}=... on the command line")
-        return UserError(f"{key} cannot be read: {' '.join(_first_line(cause).split())}")
+        return UserError(f"{key} cannot be read: {first_line(cause)}")
     if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
         where = cause.filename or "a file"
         if cause.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -161,7 +157,7 @@ def user_error(exc: BaseException) -> UserError | None:
             fix = "give this user access to it, or point the setting that names it elsewhere"
         return UserError(f"cannot use {where} ({cause.strerror}): {fix}")
     if isinstance(cause, MisconfigurationException):
-        message = " ".join(_first_line(cause).split())
+        message = first_line(cause)
         return UserError(f"Lightning refuses the configuration: {message}: check the trainer.* settings (--cfg job shows them)")
     return None
 

@@ -38,6 +38,12 @@ class SettingError(UserError):
         return f"{self.key}={self.value if as_typed else repr(self.value)} {self.problem.replace('{key}', self.key)}"
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's message on one line: its first non-empty line, spaces collapsed (else its type's name)."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return " ".join(lines[0].split()) if lines else type(error).__name__
+
+
 def exit_with(error: UserError) -> NoReturn:
     """What an entry point does with a UserError: print its one line and exit 2.
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from vae_lightning.data.in_memory import InMemoryImageDataModule
-from vae_lightning.errors import SettingError, UserError, check_int
+from vae_lightning.errors import SettingError, UserError, check_int, first_line
 
 HOLD_OUT_SEED = 20_240_601  # the held-out test set never depends on data.seed
 CHANNELS = (1, 3, 4)
@@ -129,7 +129,7 @@ class ArrayDataModule(InMemoryImageDataModule):
         try:
             return get()
         except (OSError, ValueError, EOFError) as e:
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            reason = first_line(e)
             raise UserError(f"{self.path} cannot be read ({reason}): point data.path at a {FORMAT} "
                             "holding numeric arrays (no pickled objects)") from None
 

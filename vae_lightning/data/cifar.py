@@ -15,7 +15,7 @@ from torchvision import datasets
 
 from vae_lightning.data.download import fetch
 from vae_lightning.data.in_memory import InMemoryImageDataModule
-from vae_lightning.errors import UserError, check_bool
+from vae_lightning.errors import UserError, check_bool, first_line
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -32,7 +32,7 @@ def read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
             batch = pickle.load(f, encoding="latin1")
         data, labels = np.asarray(batch["data"]), np.asarray(batch["labels"])
     except Exception as e:  # truncated, not a pickle, not a dict, keys missing...
-        reason = f"{type(e).__name__}: {e}".splitlines()[0]
+        reason = f"{type(e).__name__}: {first_line(e)}"
         raise UserError(f"{path} is damaged (not a CIFAR batch: {reason}): {fix}") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise UserError(f"{path} is damaged (data is {data.dtype} {list(data.shape)}, expected uint8 [N, 3072]): {fix}")

@@ -5,7 +5,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from vae_lightning.errors import UserError
+from vae_lightning.errors import UserError, first_line
 
 DOWNLOAD_TIMEOUT_S = 10
 
@@ -33,7 +33,7 @@ def fetch(what: str, where: Path, urls: Sequence[str], download: bool, get: Call
     try:
         get()
     except Exception as e:  # mirror down, disk full...
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = first_line(e)
         raise UserError(f"{what} not found in {where} and the download failed ({reason}): {fix}") from None
     finally:
         socket.setdefaulttimeout(previous)

@@ -20,7 +20,7 @@ from torchvision.transforms.v2 import functional as F
 
 from vae_lightning.data.arrays import Split, hold_out
 from vae_lightning.data.in_memory import InMemoryImageDataModule
-from vae_lightning.errors import SettingError, UserError, check_int
+from vae_lightning.errors import SettingError, UserError, check_int, first_line
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 LAYOUT = "train/ (and optionally test/) holding class subfolders of images, or images"
@@ -59,7 +59,7 @@ def decode(path: Path, channels: int) -> torch.Tensor:
         else:
             image = decode_image(read_file(str(path)), mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)
     except (RuntimeError, OSError, ValueError) as e:
-        reason = re.sub(r"^\w+, \S+:\d+, ", "", str(e).splitlines()[0] if str(e) else type(e).__name__)
+        reason = re.sub(r"^\w+, \S+:\d+, ", "", first_line(e))
         raise UserError(f"{path} cannot be decoded as an image ({reason}): remove or replace it") from None
     if image.ndim == 4:
         image = image[0]  # an animated GIF: its first frame

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics import MeanMetric
 
-from vae_lightning.errors import SettingError, check_bool, check_float, check_int, instantiate_component
+from vae_lightning.errors import SettingError, check_bool, check_float, check_int, first_line, instantiate_component
 from vae_lightning.models.likelihoods import Likelihood, per_channel_range
 from vae_lightning.models.networks.base import VAENet
 
@@ -41,7 +41,7 @@ def build_net(net: Mapping, input_shape: Sequence[int], latent_dim: int) -> VAEN
     try:
         cls = get_class(str(net["_target_"]))
     except Exception as e:  # not importable, or not a class
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        reason = first_line(e)
         raise SettingError("net._target_", net["_target_"], f"cannot be loaded ({reason}): give module.ClassName") from None
     if not issubclass(cls, VAENet):
         raise SettingError(

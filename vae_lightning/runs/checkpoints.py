@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from vae_lightning.errors import UserError, instantiate_component
+from vae_lightning.errors import UserError, first_line, instantiate_component
 from vae_lightning.models.likelihoods import range_text
 from vae_lightning.models.vae_module import VAEModule
 
@@ -78,7 +78,7 @@ def read_checkpoint(path: Path, map_location) -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # not a torch file, truncated, pickled foreign objects...
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        reason = first_line(e)[:120]
         raise UserError(f"ckpt_path={path} is not a readable checkpoint ({reason}): {EXAMPLE}") from None
     missing = [k for k in ("state_dict", "hyper_parameters", "run_config") if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
@@ -144,8 +144,9 @@ def load_module(ckpt_path, map_location="cpu", overrides: dict | None = None) ->
     try:
         module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise UserError(f"ckpt_path={path} does not match its own hyperparameters ({first}): retrain or re-save it") from None
+        raise UserError(
+            f"ckpt_path={path} does not match its own hyperparameters ({first_line(e)}): retrain or re-save it"
+        ) from None
     module.on_load_checkpoint(ckpt)
     config = apply_overrides(module.run_config or {}, overrides or {}, path)
     module.run_config = config

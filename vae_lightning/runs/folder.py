@@ -22,6 +22,13 @@ def holds_run(folder: Path) -> bool:
     return any((folder / name).exists() for name in RUN_OUTPUTS)
 
 
+def unwritable(folder: Path, key: str, error: OSError) -> UserError:
+    return UserError(
+        f"cannot write the output folder {key}={folder} ({error.strerror}): "
+        f"set {key}=... or paths.log_dir=... to a writable folder"
+    )
+
+
 def check_folder(folder: Path, key: str, resume: bool = False, sweep: bool = False) -> None:
     """``folder`` must be writable and must not hold an earlier run (a sweep: in its job folders) unless resuming."""
     try:
@@ -29,10 +36,7 @@ def check_folder(folder: Path, key: str, resume: bool = False, sweep: bool = Fal
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise UserError(
-            f"cannot write the output folder {key}={folder} ({e.strerror}): "
-            f"set {key}=... or paths.log_dir=... to a writable folder"
-        ) from None
+        raise unwritable(folder, key, e) from None
     if not resume:
         jobs = sorted(p for p in folder.iterdir() if p.is_dir()) if sweep else []
         taken = next((p for p in [folder, *jobs] if holds_run(p)), None)
@@ -74,10 +78,7 @@ def lock(folder: Path, key: str) -> Path:
             path.unlink(missing_ok=True)  # its process is gone
             continue
         except OSError as e:
-            raise UserError(
-                f"cannot write the output folder {key}={folder} ({e.strerror}): "
-                f"set {key}=... or paths.log_dir=... to a writable folder"
-            ) from None
+            raise unwritable(folder, key, e) from None
         with os.fdopen(fd, "w") as f:
             f.write(me + "\n")
         atexit.register(lambda: path.unlink(missing_ok=True) if path.is_file() and path.read_text().startswith(me) else None)

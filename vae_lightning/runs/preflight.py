@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from vae_lightning.errors import SettingError, UserError, check_bool, check_float, check_int, instantiate_component
+from vae_lightning.errors import SettingError, UserError, check_bool, check_float, check_int, first_line, instantiate_component
 
 SEED_MAX = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything uses
 TRAINER_PROBE = {"callbacks": [], "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
@@ -95,7 +95,7 @@ def _named_setting(message: str, section: dict, prefix: str) -> str | None:
 
 def refused(group: str, cfg_section, error: BaseException) -> UserError:
     """A library refused a group's settings: name the setting when its message allows."""
-    message = " ".join((str(error).strip().splitlines() or [type(error).__name__])[0].split())
+    message = first_line(error)
     section = OmegaConf.to_container(cfg_section, resolve=False) if isinstance(cfg_section, DictConfig) else {}
     plain = {k: v for k, v in section.items() if not str(k).startswith("_") and not str(v).startswith("${")}
     key = _named_setting(message, plain, group)
@@ -159,7 +159,7 @@ def readable_checkpoint(path: Path) -> tuple[dict | None, str]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:
-        return None, (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
+        return None, first_line(e)[:100]
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
         return None, "not a training checkpoint"
     return ckpt, ""
