@@ -1,6 +1,6 @@
 """Training speed, side by side, in one process: the tutorial's loop, a careful plain loop, vae_lightning.
 
-    python benchmarks/bench_train.py [--data ../shared/data] [--epochs 5] [--quick]
+    python benchmarks/bench_train.py [--data ../shared/data] [--epochs 5] [--quick] [--rows a,b,...] [--device cuda]
 
 Every configuration trains the same 784-512-256-20 VAE (BCE, Adam 1e-3) on Fashion-MNIST (60k images,
 MNIST format) for a warm-up epoch plus timed epochs; the table reports the median seconds per timed epoch,
@@ -116,8 +116,9 @@ def tutorial_loop(args, device, batch_size=64):
     return times, None, len(ds)
 
 
-def plain_loop(args, device, batch_size, dm: MNISTDataModule):
-    """(b) A careful plain loop: uint8 tensor in memory, batches by indexing, no host sync per step."""
+def plain_loop(args, device, batch_size, dm: MNISTDataModule, autocast: torch.dtype | None = None):
+    """(b) A careful plain loop: uint8 tensor in memory, batches by indexing, no host sync per step
+    (``autocast``: the forward pass under torch.autocast with that dtype)."""
     images = dm.split("train")[0].to(device)
     module = fresh_module().to(device)
     opt = torch.optim.Adam(module.parameters(), lr=1e-3, fused=True)  # as conf/optimizer/adam.yaml
@@ -128,7 +129,8 @@ def plain_loop(args, device, batch_size, dm: MNISTDataModule):
         start = time.perf_counter()
         for idx in order.split(batch_size):
             x = normalize(images[idx])
-            loss = module.losses(x)["loss"]
+            with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+                loss = module.losses(x)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -152,21 +154,25 @@ class EpochTimer(L.Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
-def lightning_run(args, device, batch_size, validate, *overrides):
-    """(c) vae_lightning through the entry point's build(): Trainer, DataModule, logging, checkpoints."""
+def lightning_run(args, device, batch_size, validate, *overrides, default_command=False):
+    """(c) vae_lightning through the entry point's build(): Trainer, DataModule, logging, checkpoints.
+
+    ``default_command``: (d), everything the default ``python -m vae_lightning.train`` has on: the progress bar,
+    the model summary, every callback and the logger; only the test pass after training is left out.
+    """
     with tempfile.TemporaryDirectory(prefix="bench_") as out:
-        return _lightning_run(args, device, batch_size, validate, out, *overrides)
+        return _lightning_run(args, device, batch_size, validate, out, *overrides, default_command=default_command)
 
 
-def _lightning_run(args, device, batch_size, validate, out, *overrides):
+def _lightning_run(args, device, batch_size, validate, out, *overrides, default_command=False):
+    quiet = [] if default_command else ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(
             "train",
             overrides=[
                 "data=fashion_mnist", f"data.root={args.data}", f"data.batch_size={batch_size}",
                 f"trainer.max_epochs={args.epochs}", f"paths.output_dir={out}", f"seed={SEED}",
-                f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
-                "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "test=false",
+                f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}", *quiet, "test=false",
                 *([] if validate else ["trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0"]),
                 *overrides,
             ],
@@ -195,6 +201,43 @@ def measure(name, fn, device, results, baseline=None):
     return row
 
 
+QUICK = ("tutorial", "plain", "lightning_val_off", "lightning_val_on", "default_command", "default_command_bf16")
+
+
+def bench_rows(args, device, dm) -> dict:
+    """{key: (label, run)} of every configuration ``--rows`` can pick, in the table's order."""
+    rows = {
+        "tutorial": ("(a) tutorial loop, bs 64", lambda: tutorial_loop(args, device)),
+        "plain": ("(b) plain loop, in-memory uint8, bs 64", lambda: plain_loop(args, device, 64, dm)),
+        "plain_bf16": ("(b) plain loop, bs 64, autocast bf16", lambda: plain_loop(args, device, 64, dm, torch.bfloat16)),
+        "lightning_val_off": ("(c) vae_lightning, bs 64, val off", lambda: lightning_run(args, device, 64, False)),
+        "lightning_val_on": ("(c) vae_lightning, bs 64, val on", lambda: lightning_run(args, device, 64, True)),
+        "default_command": ("(d) default command (bar, callbacks, logger, checkpoints), bs 64",
+                            lambda: lightning_run(args, device, 64, True, default_command=True)),
+        "default_command_bf16": ("(d) default command, trainer.precision=bf16-mixed",
+                                 lambda: lightning_run(args, device, 64, True, "trainer.precision=bf16-mixed",
+                                                       default_command=True)),
+    }
+    options = {
+        "bf16": ("bf16-mixed", ["trainer.precision=bf16-mixed"]),
+        "adam_loop": ("Adam for-loop (torch's CPU default)", ["optimizer.fused=null"]),
+        "adam_foreach": ("Adam foreach", ["optimizer.fused=null", "optimizer.foreach=true"]),
+        "compile": ("compile", ["model.compile=true"]),
+    }
+    if device.type == "cuda":
+        options |= {
+            "host_data": ("data on the host (data.on_device=false)", ["data.on_device=false"]),
+            "compile_reduce_overhead": ("compile, reduce-overhead (CUDA graphs)",
+                                        ["model.compile=true", "model.compile_mode=reduce-overhead"]),
+        }
+    for key, (label, overrides) in options.items():
+        rows[key] = (f"(c) vae_lightning, bs 64, val on, {label}", lambda o=overrides: lightning_run(args, device, 64, True, *o))
+    for bs in (256, 1024):
+        rows[f"plain_bs{bs}"] = (f"(b) plain loop, bs {bs}", lambda b=bs: plain_loop(args, device, b, dm))
+        rows[f"lightning_bs{bs}"] = (f"(c) vae_lightning, bs {bs}, val on", lambda b=bs: lightning_run(args, device, b, True))
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
@@ -202,6 +245,7 @@ def main():
     p.add_argument("--quick", action="store_true", help="3 epochs, fewer configurations")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "bench.json"))
+    p.add_argument("--rows", default="", help="comma-separated row keys (default: all; (a) always runs first)")
     args = p.parse_args()
     if args.quick:
         args.epochs = 3
@@ -213,25 +257,17 @@ def main():
     print(f"# {machine}; torch {torch.__version__}; {args.epochs} epochs per row, median of epochs 2..{args.epochs}\n")
     print(f"| {'configuration':<{NAME_WIDTH}} | s/epoch  | samples/s | vs (a) | peak MiB | val loss  |")
     print(f"|{'-' * (NAME_WIDTH + 2)}|----------|-----------|--------|----------|-----------|")
-    results = []
-    a = measure("(a) tutorial loop, bs 64", lambda: tutorial_loop(args, device), device, results)["sec_per_epoch"]
-    measure("(b) plain loop, in-memory uint8, bs 64", lambda: plain_loop(args, device, 64, dm), device, results, a)
-    measure("(c) vae_lightning, bs 64, val off", lambda: lightning_run(args, device, 64, False), device, results, a)
-    measure("(c) vae_lightning, bs 64, val on", lambda: lightning_run(args, device, 64, True), device, results, a)
-    options = {
-        "bf16-mixed": ["trainer.precision=bf16-mixed"],
-        "Adam for-loop (torch's CPU default)": ["optimizer.fused=null"],
-        "Adam foreach": ["optimizer.fused=null", "optimizer.foreach=true"],
-        "compile": ["model.compile=true"],
-    }
-    for label, overrides in options.items():
-        if args.quick and label != "bf16-mixed":
-            continue
-        measure(f"(c) vae_lightning, bs 64, val on, {label}",
-                lambda o=overrides: lightning_run(args, device, 64, True, *o), device, results, a)
-    for bs in (256, 1024):
-        measure(f"(b) plain loop, bs {bs}", lambda b=bs: plain_loop(args, device, b, dm), device, results, a)
-        measure(f"(c) vae_lightning, bs {bs}, val on", lambda b=bs: lightning_run(args, device, b, True), device, results, a)
+    rows = bench_rows(args, device, dm)
+    chosen = args.rows.split(",") if args.rows else [k for k in rows if not (args.quick and k not in QUICK)]
+    unknown = [k for k in chosen if k not in rows]
+    if unknown:
+        p.error(f"--rows: unknown {', '.join(unknown)}; known: {', '.join(rows)}")
+    results, a = [], None
+    for key in ["tutorial", *[k for k in chosen if k != "tutorial"]]:  # (a) first: the others are ratios to it
+        label, fn = rows[key]
+        row = measure(label, fn, device, results, a)
+        row["key"] = key
+        a = a or row["sec_per_epoch"]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": machine, "torch": torch.__version__, "epochs": args.epochs,

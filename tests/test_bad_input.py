@@ -102,7 +102,7 @@ def table(tiny_mnist: Path, tmp: Path, ckpt: Path) -> dict[str, tuple[str, list[
         "lr=nan": (TRAIN, [root, "optimizer.lr=nan"], "optimizer.lr=nan must be a finite number > 0", pre),
         "lr=inf": (TRAIN, [root, "optimizer.lr=inf"], "optimizer.lr=inf must be a finite number > 0", pre),
         "weight_decay=-1": (TRAIN, [root, "optimizer.weight_decay=-1"], "optimizer.weight_decay=-1 is refused: Invalid weight_decay value: -1", pre),
-        "adamw eps=-1": (TRAIN, [root, "optimizer=adamw", "+optimizer.eps=-1"], "optimizer.eps=-1 is refused: Invalid epsilon value: -1", pre),
+        "adamw eps=-1": (TRAIN, [root, "optimizer=adamw", "optimizer.eps=-1"], "optimizer.eps=-1 is refused: Invalid epsilon value: -1", pre),
         "batch_size=0": (TRAIN, [root, "data.batch_size=0"], "data.batch_size=0 must be >= 1, e.g. data.batch_size=64", pre),
         "batch_size=1.5": (TRAIN, [root, "data.batch_size=1.5"], "data.batch_size=1.5 must be an integer >= 1", pre),
         "val_size=0": (TRAIN, [root, "data.val_size=0"], "data.val_size=0 must be >= 1", pre),
@@ -314,7 +314,7 @@ def test_runs_started_together_never_share_a_folder(tiny_mnist, tmp_path):
     assert len(singles) == 2 and [j.name for j in jobs] == ["0", "1"]
     for run in singles + jobs:
         assert json.loads((run / "metrics.json").read_text())["global_step"] == 2, run
-        assert (run / "checkpoints" / "last.ckpt").is_file() and len(list((run / "tensorboard").glob("events.*"))) == 1
+        assert (run / "checkpoints" / "last.ckpt").is_file() and len(list((run / "tensorboard").rglob("events.*"))) == 1
         assert not (run / ".lock").exists()  # released when the run ended
     seeds = {json.loads((j / "metrics.json").read_text())["hparams"]["seed"] for j in jobs}
     assert seeds == {1, 2}

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import TINY, run_train
+from tests.conftest import REPO, TINY, run_train
 from tests.test_data import index_loader
 from vae_lightning.data.mnist import MNISTDataModule
 from vae_lightning.errors import UserError
@@ -61,3 +61,42 @@ def test_two_cpu_processes_train_into_one_run_folder(tiny_mnist, tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert json.loads((run / "run_info.json").read_text())["status"] == "completed"
+
+
+def test_srun_tasks_train_as_the_ranks_of_one_run_under_trainer_slurm(tiny_mnist, tmp_path):
+    """trainer=slurm, as srun starts it: one process per device, each told its rank by SLURM's variables
+    (simulated here on the CPU); Lightning's SLURMEnvironment joins them, they share one run folder."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    common = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1", "SLURM_NODEID": "0",
+              "SLURM_NODELIST": "127.0.0.1", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "vae", "SLURM_STEP_ID": "0",
+              "MASTER_PORT": str(port), "PYTHONWARNINGS": "ignore"}
+    args = [f"data.root={tiny_mnist}", f"paths.log_dir={tmp_path / 'logs'}", *TINY, "trainer.max_epochs=1", "trainer=slurm",
+            "trainer.accelerator=cpu", "callbacks.latent_embedding.num_points=50", "trainer.num_sanity_val_steps=0",
+            "test=false", "print_config=false", "+callbacks.probe._target_=tests.ddp_probe.Probe",
+            f"+callbacks.probe.out={tmp_path / 'probe'}"]
+    tasks = [
+        subprocess.Popen([sys.executable, "-m", "vae_lightning.train", *args], cwd=REPO, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env={**os.environ, **common, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)})
+        for r in (0, 1)
+    ]
+    outs = [t.communicate(timeout=600) for t in tasks]
+    assert [t.returncode for t in tasks] == [0, 0], [o[1][-2000:] for o in outs]
+    runs = list((tmp_path / "logs" / "runs").iterdir())
+    assert [r.name for r in runs] == ["slurm-4242"]  # every task of the step names the same folder
+    result = json.loads((runs[0] / "metrics.json").read_text())
+    assert result["global_step"] == 16  # 250 images per rank, 16 per rank per step
+    ranks = [json.loads((tmp_path / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(r["world_size"], r["batch_size"]) for r in ranks] == [(2, 16), (2, 16)]  # two ranks, not two runs
+    seen = ranks[0]["train_indices"][0] + ranks[1]["train_indices"][0]
+    assert len(seen) == len(set(seen)) == 500
+    assert result["hparams"]["trainer"]["devices"] == 2 and result["hparams"]["trainer"]["strategy"] == "ddp"
+    assert sorted(p.name for p in (runs[0] / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
+    assert json.loads((runs[0] / "run_info.json").read_text())["status"] == "completed"
+    assert not (runs[0] / ".lock").exists()

@@ -63,16 +63,37 @@ def test_summarize_rebuilds_the_same_table(grid, tmp_path):
     assert summarize.main([str(tmp_path)]) == 2  # a folder without job folders
 
 
-def test_every_run_of_the_sweep_has_its_hparams_in_tensorboard(grid):
+def test_every_run_of_the_sweep_has_its_hparams_in_tensorboard_under_a_name_saying_what_varies(grid):
     for r in read_csv(grid / "summary.csv"):
-        acc = EventAccumulator(str(Path(r["run_dir"]) / "tensorboard"), size_guidance={"tensors": 0}).Reload()
+        label = f"model.latent_dim={r['model.latent_dim']},optimizer.lr={r['optimizer.lr']}"
+        folder = Path(r["run_dir"]) / "tensorboard" / label  # TensorBoard's run name: "<job>/tensorboard/<label>"
+        assert [p.name for p in (Path(r["run_dir"]) / "tensorboard").iterdir()] == [label]
+        acc = EventAccumulator(str(folder), size_guidance={"tensors": 0, "scalars": 0}).Reload()
+        assert acc.Scalars("val/loss")
         content = acc.PluginTagToContent("hparams")
-        experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-        assert [m.name.tag for m in experiment.metric_infos] == ["val/loss"]
+        assert "_hparams_/experiment" not in content  # one experiment for the whole sweep, in the sweep folder
         session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
         values = session.session_start_info.hparams
         assert values["model.latent_dim"].number_value == int(r["model.latent_dim"])
         assert values["optimizer.lr"].number_value == pytest.approx(float(r["optimizer.lr"]))
+        assert "data.root" not in values and "data.download" not in values and "optimizer.fused" not in values
+        ended = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_end_info"]).session_end_info
+        assert ended.status == 1  # STATUS_SUCCESS
+
+
+def test_the_hparams_dashboard_shows_swept_and_model_settings_first(grid):
+    acc = EventAccumulator(str(grid), size_guidance={"tensors": 0}).Reload()
+    content = acc.PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    # TensorBoard orders the columns by (not differs, name)
+    columns = [h.name for h in sorted(experiment.hparam_infos, key=lambda h: (not h.differs, h.name))]
+    first = [h.name for h in experiment.hparam_infos if h.differs]
+    assert columns[: len(first)] == sorted(first) and {"model.latent_dim", "optimizer.lr"} <= set(first)
+    assert {"model.loss", "model.net", "model.net.hidden_dims", "optimizer", "model.kl_weight"} <= set(first)
+    assert not any(c.startswith(("data.", "seed", "trainer.")) for c in first), first
+    assert {"data.batch_size", "data.name", "seed", "trainer.max_epochs"} <= set(columns) - set(first)
+    assert not {"data.root", "data.download", "optimizer.fused", "model.compile"} & set(columns)
+    assert [m.name.tag for m in experiment.metric_infos] == ["val/loss", "test/loss"]
 
 
 def test_failed_jobs_become_failed_rows_and_the_others_finish(tiny_mnist, tmp_path):
@@ -111,6 +132,21 @@ def test_slurm_launcher_config_composes():
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert launcher.partition == "gpu" and launcher.tasks_per_node == 1 and launcher.gpus_per_node == 1
     assert "vae_lightning.summarize.SweepSummary" in [c._target_ for c in cfg.hydra.callbacks.values()]
+
+
+def test_slurm_native_ddp_configs_compose_one_task_per_gpu(monkeypatch):
+    """trainer=slurm + hydra/launcher=slurm_ddp: a SLURM job per run with one task per GPU (Lightning's SLURM DDP)."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm_ddp", "trainer=slurm", "trainer.devices=4",
+                                          "trainer.num_nodes=2"], return_hydra_config=True)
+        launcher, trainer = cfg.hydra.launcher, cfg.trainer
+        assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
+        assert (trainer.strategy, trainer.accelerator, trainer.devices, trainer.num_nodes) == ("ddp", "gpu", 4, 2)
+        # inside an sbatch allocation the task layout comes from SLURM itself
+        monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "8")
+        monkeypatch.setenv("SLURM_NNODES", "3")
+        cfg = compose("train", overrides=["trainer=slurm"])
+        assert (cfg.trainer.devices, cfg.trainer.num_nodes) == (8, 3)
 
 
 def test_a_sweep_whose_jobs_all_fail_exits_2_and_damaged_jobs_are_marked(tiny_mnist, tmp_path):

@@ -20,6 +20,7 @@ from vae_lightning.resolvers import register_resolvers
 from vae_lightning.runs.checkpoints import build_datamodule, load_module
 
 register_resolvers()
+DEFAULT_IW_SAMPLES = 1000  # when neither eval.iw_samples nor the run's config (e.g. experiment=iwae_paper_vae) sets k
 
 
 def requested_overrides(cfg: DictConfig) -> dict:
@@ -98,18 +99,20 @@ def run(cfg: DictConfig) -> dict:
     """Evaluate the checkpoint, write eval.json, return the result."""
     start = time.perf_counter()
     for key in ("iw_samples", "batch_size", "max_decodes"):
-        check_int(f"eval.{key}", cfg.eval.get(key), low=1, example=1000 if key == "iw_samples" else 100)
+        if key != "iw_samples" or cfg.eval.get(key) is not None:
+            check_int(f"eval.{key}", cfg.eval.get(key), low=1, example=1000 if key == "iw_samples" else 100)
     check_choice("eval.split", cfg.eval.get("split"), ("test", "val"))
     device = pick_device(cfg.device)
     ckpt_path = Path(str(cfg.ckpt_path)).expanduser()
     module, config = load_module(ckpt_path, map_location=str(device), overrides=requested_overrides(cfg))
+    iw_samples = cfg.eval.iw_samples or int((config.get("eval") or {}).get("iw_samples", DEFAULT_IW_SAMPLES))
     out = output_file(cfg.eval.out or run_folder(ckpt_path) / "eval.json", "eval.out", "eval.json")
     L.seed_everything(cfg.seed, verbose=False)
     datamodule = build_datamodule(config, module)
     with settings_of("data"):
         datamodule.prepare_data()
     batches = datamodule.loader(cfg.eval.split, batch_size=cfg.eval.batch_size)
-    result = evaluate(module, batches, cfg.eval.iw_samples, cfg.eval.max_decodes)
+    result = evaluate(module, batches, iw_samples, cfg.eval.max_decodes)
     data = config["data"]
     result.update(
         checkpoint=str(ckpt_path.resolve()),

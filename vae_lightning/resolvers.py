@@ -1,6 +1,8 @@
 """OmegaConf resolvers the configs use; registered once on import of an entry point."""
 
+import os
 import secrets
+import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -11,18 +13,63 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def register_resolvers() -> None:
     # ${repo_root:} -> the checkout this package lives in (default home of data/).
     OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT), replace=True)
-    # ${uid:} -> a random suffix, the same for the whole process: two runs started in the
-    # same second never share a folder.
+    # ${uid:} -> a random suffix (one per config): two sweeps started in the same second never share a folder.
     OmegaConf.register_new_resolver("uid", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+    # ${run_id:} -> a run folder's name: <date>_<time>_<random>, or slurm-<job id>[.<step>] for the tasks srun
+    # starts together (trainer=slurm), so that they all name the same folder.
+    OmegaConf.register_new_resolver("run_id", run_id, use_cache=True, replace=True)
     # ${run_label:} -> what names a run in the loggers and the sweep summary: the command line's settings that
     # shape the result (model, optimizer, data, seed...; no paths), e.g. "model.latent_dim=2 optimizer.lr=0.001".
     OmegaConf.register_new_resolver("run_label", run_label, replace=True)
+    # ${sweep_label:} -> in a sweep, the job's values of the settings the sweep varies ("model.latent_dim=2,
+    # optimizer.lr=0.001"): the TensorBoard run's name. Outside a sweep: "" (events go straight into <run>/tensorboard).
+    OmegaConf.register_new_resolver("sweep_label", sweep_label, replace=True)
     # ${tags_dict:${tags}} -> {"tag": "true", ...}: MLflow's tags are a dict, W&B's a list.
     OmegaConf.register_new_resolver("tags_dict", lambda tags: {str(t): "true" for t in tags or []}, replace=True)
 
 
 SHAPES_RESULT = ("model", "optimizer", "scheduler", "data", "seed", "experiment", "trainer.max_epochs", "trainer.precision")
 NOT_RESULT = ("root", "path", "download", "on_device")
+
+
+def slurm_step() -> str | None:
+    """slurm-<job id>[.<step id>] inside a SLURM step of several tasks (srun --ntasks-per-node=N), else None."""
+    env = os.environ
+    if int(env.get("SLURM_NTASKS", "1") or 1) <= 1 or "SLURM_JOB_ID" not in env or "SLURM_PROCID" not in env:
+        return None
+    step = env.get("SLURM_STEP_ID", "0")
+    return f"slurm-{env['SLURM_JOB_ID']}" + ("" if step == "0" else f".{step}")
+
+
+def run_id() -> str:
+    return slurm_step() or f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
+
+
+def swept_keys(hydra) -> set[str]:
+    """The keys a multirun varies: its command line's sweep overrides (a=1,2 / range / choice, as Hydra recorded
+    them in <sweep>/multirun.yaml) and a sweeper's own search space (hydra.sweeper.params, e.g. Optuna's)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = {str(k) for k in (hydra.sweeper.get("params") or {})}
+    try:
+        recorded = OmegaConf.load(Path(hydra.sweep.dir) / "multirun.yaml").hydra.overrides.task
+        overrides = OverridesParser.create().parse_overrides([str(o) for o in recorded])
+    except Exception:  # no multirun.yaml (e.g. a job rerun by hand): fall back to the sweeper's params
+        return keys
+    return keys | {o.key_or_group for o in overrides if o.is_sweep_override()}
+
+
+def sweep_label() -> str:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return ""
+    hydra = HydraConfig.get()
+    keys = swept_keys(hydra)
+    chosen = [o.lstrip("+~") for o in hydra.overrides.task if o.split("=", 1)[0].lstrip("+~") in keys]
+    label = ",".join(chosen) or run_label().replace(" ", ",")
+    return label.replace("/", ".")  # model/net=conv names one folder, not two
 
 
 def run_label() -> str:

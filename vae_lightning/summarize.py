@@ -15,9 +15,11 @@ from pathlib import Path
 
 import yaml
 from hydra.experimental.callback import Callback
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from vae_lightning.callbacks.tensorboard import write_sweep_experiment
 from vae_lightning.cli import user_error
 from vae_lightning.errors import UserError
 from vae_lightning.files import write_json
@@ -27,6 +29,7 @@ METRICS = ("val/loss", "val/recon", "val/kl", "best/val_loss", "test/loss", "tes
 SORT_BY = "val/loss"
 
 
+@rank_zero_only
 def write_run_info(run_dir: str | Path, wall_time_s: float, error: BaseException | None = None) -> None:
     """Record how a run ended: its wall time, status (completed, failed, or interrupted by a signal: resumable)
     and (if it did not complete) its one-line error."""
@@ -102,6 +105,14 @@ def read_row(job: Path) -> dict:
     return row
 
 
+def read_hparams(job: Path) -> dict:
+    """The job's settings as metrics.json records them ({} for a job that did not finish)."""
+    try:
+        return _read_json(job / "metrics.json").get("hparams") or {}
+    except Damaged:
+        return {}
+
+
 def collect(sweep_dir: str | Path) -> tuple[list[str], list[dict]]:
     """(the override keys that differ between runs, the rows sorted by val/loss with failures last)."""
     rows = [read_row(job) for job in job_dirs(Path(sweep_dir))]
@@ -155,6 +166,7 @@ class SweepSummary(Callback):
         csv_path, _ = write_summary(config.hydra.sweep.dir)
         print(f"sweep summary: {csv_path} (and summary.md)", file=sys.stderr)
         _, rows = collect(config.hydra.sweep.dir)
+        write_sweep_experiment(config.hydra.sweep.dir, [h for r in rows if (h := read_hparams(Path(r["run_dir"])))])
         bad = [r for r in rows if r["status"] != "completed"]
         if bad:
             print(f"error: {len(bad)} of {len(rows)} jobs did not complete (job {', '.join(r['job'] for r in bad)}): "

@@ -24,15 +24,25 @@ def iw_log_mean_exp(log_weights: Callable[[int], torch.Tensor], k: int, chunk: i
     return total - math.log(k)
 
 
-def log_weights(module, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, n: int) -> torch.Tensor:
-    """log p(x, z_i) - log q(z_i | x) for n draws z_i ~ q(z | x) per image, shape (n, B)."""
-    q = Normal(mu, (0.5 * logvar).exp())
-    z = q.sample((n,))  # (n, B, D)
+def log_weight_terms(
+    module, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, n: int, rsample: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p(x | z_i), log p(z_i) - log q(z_i | x)) for n draws z_i ~ q(z | x) per image, each (n, B).
+
+    ``rsample``: reparameterized draws, so gradients flow to the encoder (training on the IW bound).
+    """
+    q = Normal(mu.float(), (0.5 * logvar.float()).exp())
+    z = q.rsample((n,)) if rsample else q.sample((n,))  # (n, B, D)
     b, d = mu.shape
     xs = x.expand(n, *x.shape).reshape(n * b, *x.shape[1:])
     log_px_z = module.log_likelihood(xs, z.reshape(n * b, d)).view(n, b)
-    log_pz = Normal(0.0, 1.0).log_prob(z).sum(-1)
-    return log_px_z + log_pz - q.log_prob(z).sum(-1)
+    return log_px_z, Normal(0.0, 1.0).log_prob(z).sum(-1) - q.log_prob(z).sum(-1)
+
+
+def log_weights(module, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, n: int) -> torch.Tensor:
+    """log p(x, z_i) - log q(z_i | x) for n draws z_i ~ q(z | x) per image, shape (n, B)."""
+    log_px_z, log_prior_ratio = log_weight_terms(module, x, mu, logvar, n)
+    return log_px_z + log_prior_ratio
 
 
 @torch.no_grad()

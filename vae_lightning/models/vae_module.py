@@ -1,4 +1,4 @@
-"""The LightningModule: ELBO training of a VAE whose network is a component (``model.net``).
+"""The LightningModule: training a VAE, whose network is a component (``model.net``), on the ELBO or the IWAE bound.
 
 What the rest of the template (callbacks, eval, sample, notebooks) may use, and nothing more:
 
@@ -7,10 +7,13 @@ What the rest of the template (callbacks, eval, sample, notebooks) may use, and 
     decode(z) -> images              the likelihood's mean E[x | z] in the data range, (B, C, H, W)
     reconstruct(x) -> images         decode(mu(x)): deterministic reconstructions
     log_likelihood(x, z) -> (B,)     log p(x | z) in nats (summed over pixels)
-    losses(x) -> dict                loss (negative ELBO), recon, kl, objective, kl_dims (batch means)
+    losses(x) -> dict                loss (negative ELBO), recon, kl, objective, kl_dims (batch means);
+                                     iw_loss (negative IW bound with k = iw_k) when objective=iwae
     to_unit_range(images)            data-range images -> [0, 1] for display, per channel
 """
 
+import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
@@ -20,12 +23,23 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics import MeanMetric
 
-from vae_lightning.errors import SettingError, check_bool, check_float, check_int, first_line, instantiate_component
+from vae_lightning.errors import (
+    SettingError,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    first_line,
+    instantiate_component,
+)
 from vae_lightning.models.likelihoods import Likelihood, per_channel_range
+from vae_lightning.models.metrics import log_weight_terms
 from vae_lightning.models.networks.base import VAENet
 
 STAGES, TERMS = ("train", "val", "test"), ("loss", "recon", "kl")
 OBJECTIVE = "objective"  # what the gradient follows in training when it differs from the ELBO
+IW_LOSS = "iw_loss"  # the negative importance-weighted bound (objective=iwae), nats per image
+OBJECTIVES = ("elbo", "iwae")
 DEFAULT_NET = {"_target_": "vae_lightning.models.networks.MLPNet", "hidden_dims": [512, 256]}
 
 
@@ -51,13 +65,19 @@ def build_net(net: Mapping, input_shape: Sequence[int], latent_dim: int) -> VAEN
 
 
 class VAEModule(L.LightningModule):
-    """ELBO training of the VAE; every term is in nats per image (summed over pixels / latent dims, batch mean).
+    """Training of the VAE; every term is in nats per image (summed over pixels / latent dims, batch mean).
 
     ``loss`` (logged as */loss, monitored as val/loss) is always the true negative ELBO, recon + KL,
-    so runs with different knobs compare on the same number. The gradient follows the objective
-    recon + beta_t * sum_d max(KL_d, free_bits), where beta_t rises linearly from 0 to ``kl_weight``
-    over the first ``kl_warmup_epochs`` epochs and KL_d is the batch-mean KL of latent dim d; it is
-    logged as train/objective when it differs from the ELBO.
+    so runs with different knobs compare on the same number.
+
+    ``objective=elbo``: the gradient follows recon + beta_t * sum_d max(KL_d, free_bits), where beta_t
+    rises linearly from 0 to ``kl_weight`` over the first ``kl_warmup_epochs`` epochs and KL_d is the
+    batch-mean KL of latent dim d; it is logged as train/objective when it differs from the ELBO.
+
+    ``objective=iwae``: the gradient follows the negative importance-weighted bound of Burda et al.
+    (2016), -log (1/k) sum_i p(x | z_i) (p(z_i) / q(z_i | x))^beta_t with k = ``iw_k`` reparameterized
+    draws z_i ~ q(z | x); it is logged as */iw_loss. k=1 is the ELBO (with a Monte Carlo KL), larger
+    k a tighter bound. recon is then the mean over the same k draws.
 
     ``net`` is the network's config (``_target_`` and its settings; default: the tutorial MLP).
     ``input_shape`` and ``data_range`` come from the DataModule. All hyperparameters are plain
@@ -72,6 +92,8 @@ class VAEModule(L.LightningModule):
         kl_weight: float = 1.0,
         kl_warmup_epochs: int = 0,
         free_bits: float = 0.0,
+        objective: str = "elbo",
+        iw_k: int = 1,
         compile: bool = False,
         compile_mode: str | None = None,
         input_shape: Sequence[int] = (1, 28, 28),
@@ -84,6 +106,10 @@ class VAEModule(L.LightningModule):
         check_float("kl_weight", kl_weight, low=0, note=" (1 is the ELBO, other values give a beta-VAE)")
         check_int("kl_warmup_epochs", kl_warmup_epochs, low=0, example=10, note=" (0 = no warm-up)")
         check_float("free_bits", free_bits, low=0, example=0.5, note=" nats per latent dim (0 = off)")
+        check_choice("objective", objective, OBJECTIVES)
+        check_int("iw_k", iw_k, low=1, example=5, note=" (importance samples per image for objective=iwae)")
+        if objective == "iwae" and free_bits > 0:
+            raise SettingError("free_bits", free_bits, "applies to objective=elbo only: use free_bits=0 with objective=iwae")
         check_bool("compile", compile)
         # plain Python types, so checkpoints load with torch.load(weights_only=True)
         net = OmegaConf.to_container(net, resolve=True) if isinstance(net, DictConfig) else dict(net or DEFAULT_NET)
@@ -97,7 +123,7 @@ class VAEModule(L.LightningModule):
         self.run_config: dict | None = None  # the composed Hydra config, saved into checkpoints
         # nan_strategy="disable": no host sync per step; divergence is caught on the loss itself.
         self.metrics = nn.ModuleDict(
-            {f"{s}_{t}": MeanMetric(nan_strategy="disable") for s in STAGES for t in TERMS}
+            {f"{s}_{t}": MeanMetric(nan_strategy="disable") for s in STAGES for t in (*TERMS, IW_LOSS)}
             | {f"train_{OBJECTIVE}": MeanMetric(nan_strategy="disable")}
         )
 
@@ -131,8 +157,12 @@ class VAEModule(L.LightningModule):
 
     # training ---------------------------------------------------------------------------------
     @property
+    def iwae(self) -> bool:
+        return self.hparams.get("objective", "elbo") == "iwae"
+
+    @property
     def shapes_objective(self) -> bool:
-        """True when a knob makes the training objective differ from the negative ELBO."""
+        """True when a knob makes the training objective differ from the negative ELBO (or from the IW bound)."""
         hp = self.hparams
         return hp.kl_weight != 1.0 or hp.kl_warmup_epochs > 0 or hp.free_bits > 0
 
@@ -143,14 +173,36 @@ class VAEModule(L.LightningModule):
 
     def losses(self, x: torch.Tensor, kl_weight: float | None = None) -> dict[str, torch.Tensor]:
         """loss (negative ELBO), recon and kl, plus the objective with beta = ``kl_weight`` (default: the full beta);
-        also the batch-mean KL of each latent dim and the posterior means mu."""
+        also the batch-mean KL of each latent dim and the posterior means mu; with objective=iwae also iw_loss."""
+        beta = self.hparams.kl_weight if kl_weight is None else kl_weight
+        if self.iwae:
+            return self.iwae_losses(x, beta)
         logits, mu, logvar = self.net(x)
         recon = self.likelihood.nll(logits, x).mean()
         kl_dims = kl_per_dim(mu.float(), logvar.float()).mean(0)
         kl = kl_dims.sum()
-        beta = self.hparams.kl_weight if kl_weight is None else kl_weight
         objective = recon + beta * kl_dims.clamp(min=self.hparams.free_bits).sum()
         return {"loss": recon + kl, "recon": recon, "kl": kl, OBJECTIVE: objective, "kl_dims": kl_dims, "mu": mu}
+
+    def iwae_losses(self, x: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
+        """The IWAE bound with k = iw_k draws per image, beside the ELBO terms (recon over the same draws)."""
+        k = self.hparams.iw_k
+        mu, logvar = self.net.posterior(x)
+        log_px_z, log_prior_ratio = log_weight_terms(self, x, mu, logvar, k, rsample=True)  # (k, B) each
+        iw_loss = -(torch.logsumexp(log_px_z + log_prior_ratio, dim=0) - math.log(k)).mean()
+        objective = iw_loss if beta == 1.0 else -(torch.logsumexp(log_px_z + beta * log_prior_ratio, dim=0) - math.log(k)).mean()
+        recon = -log_px_z.mean()
+        kl_dims = kl_per_dim(mu.float(), logvar.float()).mean(0)
+        kl = kl_dims.sum()
+        return {
+            "loss": recon + kl,
+            "recon": recon,
+            "kl": kl,
+            IW_LOSS: iw_loss,
+            OBJECTIVE: objective,
+            "kl_dims": kl_dims,
+            "mu": mu,
+        }
 
     def _step(self, stage: str, batch, kl_weight: float | None = None) -> dict[str, torch.Tensor]:
         x, _ = batch
@@ -162,7 +214,7 @@ class VAEModule(L.LightningModule):
         return out
 
     def _terms(self, stage: str) -> tuple[str, ...]:
-        return TERMS + ((OBJECTIVE,) if stage == "train" and self.shapes_objective else ())
+        return TERMS + ((IW_LOSS,) if self.iwae else ()) + ((OBJECTIVE,) if stage == "train" and self.shapes_objective else ())
 
     def _log_epoch(self, stage: str) -> None:
         """Log each term's epoch mean once (synced across ranks by torchmetrics), then reset it.
@@ -211,5 +263,10 @@ class VAEModule(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
+        if "steps_per_epoch" in inspect.signature(self.scheduler_factory).parameters:  # a schedule in optimizer steps
+            epochs = max(1, self.trainer.max_epochs or 1)
+            steps_per_epoch = self.trainer.estimated_stepping_batches / epochs if self.trainer.max_epochs != -1 else 1
+            scheduler = self.scheduler_factory(optimizer, steps_per_epoch=steps_per_epoch)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from vae_lightning.errors import UserError, exit_with
@@ -97,6 +98,8 @@ class RunFolderGuard(Callback):
     and exit 2; then hold the folder's lock while this run lasts."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        if rank_zero_only.rank != 0:  # another task of the same srun step (trainer=slurm): rank zero guards the folder
+            return
         folder = Path(str(config.hydra.run.dir))
         held = None
         try:

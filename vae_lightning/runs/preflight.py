@@ -41,6 +41,8 @@ def check_run_settings(cfg: DictConfig) -> None:
     if cfg.get("threads") is not None:
         check_int("threads", cfg.threads, low=1, example=2, note=" (or null: the cores divided among processes)")
     check_float("optimizer.lr", _select(cfg, "optimizer.lr"), low=0, low_ok=False, example="1e-3")
+    if _select(cfg, "eval.iw_samples") is not None:
+        check_int("eval.iw_samples", _select(cfg, "eval.iw_samples"), low=1, example=5000)
     max_epochs = check_int("trainer.max_epochs", _select(cfg, "trainer.max_epochs"), low=-1, example=50,
                            note=" (-1 trains until stopped)")
     for key, low in (("gradient_clip_val", 0), ("log_every_n_steps", 1), ("num_sanity_val_steps", -1)):
