@@ -105,7 +105,7 @@ def tutorial_loop(args, device, batch_size=64):
             x = x.to(device)
             opt.zero_grad()
             logits, mu, logvar = module.net(x)
-            bce = torch.nn.functional.binary_cross_entropy(torch.sigmoid(logits), x.flatten(1), reduction="sum")
+            bce = torch.nn.functional.binary_cross_entropy(torch.sigmoid(logits).flatten(1), x.flatten(1), reduction="sum")
             kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
             loss = bce + kld
             loss.backward()
@@ -166,6 +166,8 @@ def lightning_run(args, device, batch_size, validate, *overrides, default_comman
 
 def _lightning_run(args, device, batch_size, validate, out, *overrides, default_command=False):
     quiet = [] if default_command else ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    if not default_command and not any(o.startswith("trainer.precision=") for o in overrides):
+        quiet.append("trainer.precision=32-true")  # (c) rows are fp32 unless they say otherwise
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(
             "train",
@@ -201,7 +203,7 @@ def measure(name, fn, device, results, baseline=None):
     return row
 
 
-QUICK = ("tutorial", "plain", "lightning_val_off", "lightning_val_on", "default_command", "default_command_bf16")
+QUICK = ("tutorial", "plain", "lightning_val_off", "lightning_val_on", "default_command", "default_command_fp32")
 
 
 def bench_rows(args, device, dm) -> dict:
@@ -214,6 +216,9 @@ def bench_rows(args, device, dm) -> dict:
         "lightning_val_on": ("(c) vae_lightning, bs 64, val on", lambda: lightning_run(args, device, 64, True)),
         "default_command": ("(d) default command (bar, callbacks, logger, checkpoints), bs 64",
                             lambda: lightning_run(args, device, 64, True, default_command=True)),
+        "default_command_fp32": ("(d) default command, trainer.precision=32-true",
+                                 lambda: lightning_run(args, device, 64, True, "trainer.precision=32-true",
+                                                       default_command=True)),
         "default_command_bf16": ("(d) default command, trainer.precision=bf16-mixed",
                                  lambda: lightning_run(args, device, 64, True, "trainer.precision=bf16-mixed",
                                                        default_command=True)),

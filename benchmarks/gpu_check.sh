@@ -25,7 +25,7 @@ PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}   # DEVICE=cpu EVAL_K=100: a dry run of the whole script on a machine without a GPU
 EVAL_K=${EVAL_K:-5000}
 ROWS=tutorial,plain,plain_bf16,lightning_val_on,default_command,host_data,compile_reduce_overhead,bf16,default_command_bf16
-[ "$DEVICE" = cpu ] && ROWS=tutorial,plain,default_command,bf16
+[ "$DEVICE" = cpu ] && ROWS=tutorial,plain,default_command,default_command_fp32
 WORK=$(mktemp -d /tmp/gpu_check.XXXXXX)
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 STARTED=$(date +%s)

@@ -137,5 +137,19 @@ def test_a_setting_the_network_does_not_take_is_named_with_its_fix():
 def test_debug_presets_and_optional_callbacks_compose(override, key, value):
     cfg = cfg_with(override)
     assert OmegaConf.select(cfg, key) == value
-    assert "early_stopping" not in cfg_with().callbacks and "progress_bar" not in cfg_with().callbacks  # off by default
+    assert "early_stopping" not in cfg_with().callbacks  # off by default
+    bar = cfg_with().callbacks.progress_bar  # Rich, redrawn every 20 steps rather than Lightning's every step
+    assert bar._target_ == "lightning.pytorch.callbacks.RichProgressBar" and bar.refresh_rate == 20
     check_config(cfg)
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_precision_defaults_to_bf16_mixed_on_cpus_with_native_bf16_only(monkeypatch, native_bf16):
+    from vae_lightning import resolvers
+
+    monkeypatch.setattr(resolvers, "cpu_has_bf16", lambda: native_bf16)
+    cpu = "bf16-mixed" if native_bf16 else "32-true"
+    assert cfg_with("trainer.accelerator=cpu").trainer.precision == cpu
+    assert cfg_with("trainer=gpu").trainer.precision == "32-true"  # GPUs keep fp32 until measured
+    assert cfg_with("trainer=ddp", "trainer.accelerator=gpu").trainer.precision == "32-true"
+    assert cfg_with("trainer.accelerator=cpu", "trainer.precision=32-true").trainer.precision == "32-true"

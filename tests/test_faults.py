@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tests.conftest import REPO, TINY, run_train
 from vae_lightning.callbacks.guards import Diverged, DivergenceGuard
+from vae_lightning.resolvers import auto_precision
 from vae_lightning.runs import checkpoints
 from vae_lightning.runs.checkpoints import AtomicCheckpointIO
 
@@ -153,9 +154,11 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_mnist, tmp_pa
                      *callback_overrides("poison", PoisonAt, epoch=1, batch=3))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     last = run / "checkpoints" / "last.ckpt"
+    bf16 = auto_precision("cpu") == "bf16-mixed"  # the CPU default where the CPU has native bf16
+    precision_hint = " or use trainer.precision=32-true (now bf16-mixed)" if bf16 else ""
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: training diverged at epoch 1, step {STEPS_PER_EPOCH + 4}: train/loss is nan; "
-        f"lower optimizer.lr (now 0.001); the last good checkpoint is {last}"
+        f"lower optimizer.lr (now 0.001){precision_hint}; the last good checkpoint is {last}"
     )
     saved = torch.load(last, weights_only=True)
     assert saved["global_step"] == STEPS_PER_EPOCH

@@ -24,12 +24,33 @@ def register_resolvers() -> None:
     # ${sweep_label:} -> in a sweep, the job's values of the settings the sweep varies ("model.latent_dim=2,
     # optimizer.lr=0.001"): the TensorBoard run's name. Outside a sweep: "" (events go straight into <run>/tensorboard).
     OmegaConf.register_new_resolver("sweep_label", sweep_label, replace=True)
+    # ${auto_precision:${trainer.accelerator}} -> bf16-mixed on a CPU with native bf16 (AVX-512 BF16 or AMX), else 32-true.
+    OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
     # ${tags_dict:${tags}} -> {"tag": "true", ...}: MLflow's tags are a dict, W&B's a list.
     OmegaConf.register_new_resolver("tags_dict", lambda tags: {str(t): "true" for t in tags or []}, replace=True)
 
 
 SHAPES_RESULT = ("model", "optimizer", "scheduler", "data", "seed", "experiment", "trainer.max_epochs", "trainer.precision")
 NOT_RESULT = ("root", "path", "download", "on_device")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (Linux: the avx512_bf16 or amx_bf16 flag). Elsewhere False: bf16
+    emulated in software is slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def auto_precision(accelerator: str = "auto") -> str:
+    """trainer.precision's default: bf16-mixed where training runs on a CPU that has native bf16 (1.2-1.3x faster
+    per epoch here, the ELBO as good: README, Speed), else 32-true (GPUs included: not measured yet)."""
+    import torch
+
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    return "bf16-mixed" if on_cpu and cpu_has_bf16() else "32-true"
 
 
 def slurm_step() -> str | None:

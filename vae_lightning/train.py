@@ -71,7 +71,10 @@ def build(cfg: DictConfig, resume_step: int | None = None):
     """
     datamodule, model = build_components(cfg)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = [build_library_component(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c]
+    chosen = dict(cfg.get("callbacks") or {})
+    if not cfg.trainer.get("enable_progress_bar", True):  # trainer.enable_progress_bar=false turns the bar off
+        chosen.pop("progress_bar", None)
+    callbacks = [build_library_component(c, f"callbacks.{name}") for name, c in chosen.items() if c]
     loggers = []
     for name, c in (cfg.get("logger") or {}).items():
         if c:
