@@ -153,3 +153,14 @@ def test_early_stopping_and_the_profiler_report(tiny_mnist, tmp_path):
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2  # no epoch improves val/loss by 1000 nats
     report = next(run.glob("*profiler*.txt")).read_text()
     assert "Profiler Report" in report and "run_training_epoch" in report
+
+
+def test_a_default_run_prints_no_dependency_noise(tiny_mnist, tmp_path):
+    """With Python's warnings on, the default command prints no tip, deprecation or precision notice."""
+    proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={tmp_path / 'r'}", "data.val_size=100",
+                     "trainer.max_epochs=1", "trainer.limit_train_batches=3", "callbacks.latent_embedding.num_points=20",
+                     env={"PYTHONWARNINGS": "default"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    for noise in ("litlogger", "LeafSpec", "not supported by the model summary", "Warning", "deprecated"):
+        assert noise not in out, (noise, out[-3000:])

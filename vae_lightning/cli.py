@@ -193,9 +193,11 @@ class _DropTips(logging.Filter):
 
 def quiet_dependency_notices() -> None:
     """Drop what dependencies print on every run that says nothing about it: Lightning's advert for its cloud
-    logger, and a deprecation warning Lightning's own code triggers inside torch. Other warnings stay."""
+    logger, a deprecation warning Lightning's own code triggers inside torch, and the model summary's note that it
+    counts bf16-mixed weights as 32-bit (they are 32-bit: bf16-mixed keeps fp32 weights). Other warnings stay."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"Precision bf16-mixed is not supported by the model summary")
 
 
 def run(hydra_main, config_name: str, check=None) -> None:
