@@ -189,8 +189,12 @@ class VAEModule(L.LightningModule):
         k = self.hparams.iw_k
         mu, logvar = self.net.posterior(x)
         log_px_z, log_prior_ratio = log_weight_terms(self, x, mu, logvar, k, rsample=True)  # (k, B) each
-        iw_loss = -(torch.logsumexp(log_px_z + log_prior_ratio, dim=0) - math.log(k)).mean()
-        objective = iw_loss if beta == 1.0 else -(torch.logsumexp(log_px_z + beta * log_prior_ratio, dim=0) - math.log(k)).mean()
+
+        def negative_bound(weight: float) -> torch.Tensor:  # -log (1/k) sum_i p(x | z_i) (p(z_i) / q(z_i | x))^weight
+            return -(torch.logsumexp(log_px_z + weight * log_prior_ratio, dim=0) - math.log(k)).mean()
+
+        iw_loss = negative_bound(1.0)
+        objective = iw_loss if beta == 1.0 else negative_bound(beta)
         recon = -log_px_z.mean()
         kl_dims = kl_per_dim(mu.float(), logvar.float()).mean(0)
         kl = kl_dims.sum()
