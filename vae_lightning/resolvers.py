@@ -62,6 +62,11 @@ def slurm_step() -> str | None:
     return f"slurm-{env['SLURM_JOB_ID']}" + ("" if step == "0" else f".{step}")
 
 
+def override_key(override: str) -> str:
+    """"+model.x=1" -> "model.x": the key (or group) a command-line override sets."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def run_id() -> str:
     return slurm_step() or f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
 
@@ -88,7 +93,7 @@ def sweep_label() -> str:
         return ""
     hydra = HydraConfig.get()
     keys = swept_keys(hydra)
-    chosen = [o.lstrip("+~") for o in hydra.overrides.task if o.split("=", 1)[0].lstrip("+~") in keys]
+    chosen = [o.lstrip("+~") for o in hydra.overrides.task if override_key(o) in keys]
     label = ",".join(chosen) or run_label().replace(" ", ",")
     return label.replace("/", ".")  # model/net=conv names one folder, not two
 
@@ -102,7 +107,7 @@ def run_label() -> str:
     hydra = HydraConfig.get()
     chosen = []
     for override in hydra.overrides.task:
-        key = override.split("=", 1)[0].lstrip("+~")
+        key = override_key(override)
         if key.startswith(SHAPES_RESULT) and not key.rsplit(".", 1)[-1].startswith(NOT_RESULT):
             chosen.append(override)
     return " ".join(chosen) or Path(hydra.runtime.output_dir).name

@@ -101,16 +101,9 @@ def read_row(job: Path) -> dict:
         "wall_time_s": info.get("wall_time_s", ""),
         "run_dir": str(job),
         "error": "; ".join(damaged) or info.get("error", ""),
+        "hparams": result.get("hparams") or {},  # the job's settings ({} for a job that did not finish)
     }
     return row
-
-
-def read_hparams(job: Path) -> dict:
-    """The job's settings as metrics.json records them ({} for a job that did not finish)."""
-    try:
-        return _read_json(job / "metrics.json").get("hparams") or {}
-    except Damaged:
-        return {}
 
 
 def collect(sweep_dir: str | Path) -> tuple[list[str], list[dict]]:
@@ -136,10 +129,10 @@ def table(varying: list[str], rows: list[dict]) -> tuple[list[str], list[list[st
     return header, cells
 
 
-def write_summary(sweep_dir: str | Path) -> tuple[Path, Path]:
-    """Write <sweep_dir>/summary.csv and summary.md; return their paths."""
+def write_summary(sweep_dir: str | Path, collected: tuple[list[str], list[dict]] | None = None) -> tuple[Path, Path]:
+    """Write <sweep_dir>/summary.csv and summary.md (from ``collect(sweep_dir)``, unless given); return their paths."""
     sweep_dir = Path(sweep_dir)
-    varying, rows = collect(sweep_dir)
+    varying, rows = collected or collect(sweep_dir)
     header, cells = table(varying, rows)
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows([header, *cells])
@@ -163,10 +156,10 @@ class SweepSummary(Callback):
     """Hydra callback: write the sweep's summary when a multirun ends; exit 2 if any job did not complete."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        csv_path, _ = write_summary(config.hydra.sweep.dir)
+        varying, rows = collect(config.hydra.sweep.dir)
+        csv_path, _ = write_summary(config.hydra.sweep.dir, (varying, rows))
         print(f"sweep summary: {csv_path} (and summary.md)", file=sys.stderr)
-        _, rows = collect(config.hydra.sweep.dir)
-        write_sweep_experiment(config.hydra.sweep.dir, [h for r in rows if (h := read_hparams(Path(r["run_dir"])))])
+        write_sweep_experiment(config.hydra.sweep.dir, [r["hparams"] for r in rows if r["hparams"]])
         bad = [r for r in rows if r["status"] != "completed"]
         if bad:
             print(f"error: {len(bad)} of {len(rows)} jobs did not complete (job {', '.join(r['job'] for r in bad)}): "
