@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from vae_lightning.data.in_memory import normalize  # noqa: E402
 from vae_lightning.data.mnist import MNISTDataModule  # noqa: E402
-from vae_lightning.models.vae_module import VAEModule  # noqa: E402
+from vae_lightning.models import VAE  # noqa: E402
 from vae_lightning.resolvers import register_resolvers  # noqa: E402
 from vae_lightning.train import build  # noqa: E402
 
@@ -77,13 +77,13 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def fresh_module(**model_kw) -> VAEModule:
+def fresh_module(**model_kw) -> VAE:
     L.seed_everything(SEED, verbose=False)
-    return VAEModule(latent_dim=20, loss="bce", **model_kw)  # the default network: the tutorial MLP
+    return VAE(latent_dim=20, loss="bce", **model_kw)  # the default network: the tutorial MLP
 
 
 @torch.no_grad()
-def val_loss(module: VAEModule, images: torch.Tensor, device) -> float:
+def val_loss(module: VAE, images: torch.Tensor, device) -> float:
     total = 0.0
     for i in range(0, len(images), 1000):
         x = normalize(images[i : i + 1000].to(device))

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vae_lightning.data.in_memory import normalize  # noqa: E402
-from vae_lightning.models.vae_module import VAEModule  # noqa: E402
+from vae_lightning.models import VAE  # noqa: E402
 
 
 def per_step_ms(fn, steps: int) -> float:
@@ -37,7 +37,7 @@ def main():
     p.add_argument("--train-size", type=int, default=55_000)
     args = p.parse_args()
     torch.manual_seed(0)
-    module = VAEModule()
+    module = VAE()
     params = sum(p.numel() for p in module.parameters())
     images = torch.randint(0, 256, (args.train_size, 1, 28, 28), dtype=torch.uint8)
     idx = torch.randperm(args.train_size)[: args.batch_size]
@@ -53,7 +53,7 @@ def main():
         module.zero_grad(set_to_none=False)
         loss.backward()
 
-    bf16 = VAEModule().to(torch.bfloat16)
+    bf16 = VAE().to(torch.bfloat16)
     x16 = x.to(torch.bfloat16)
 
     def bf16_forward_backward():

@@ -34,3 +34,22 @@ def test_a_console_script_trains_from_another_folder(tiny_mnist, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = list((tmp_path / "outputs" / "runs").iterdir())  # outputs/ of the folder it was started in
     assert len(runs) == 1 and (runs[0] / "metrics.json").is_file()
+
+
+def test_the_readme_layout_names_every_module_of_the_package():
+    readme = (REPO / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):readme.index("## Add your own")]
+    modules = sorted(p.relative_to(REPO / "vae_lightning") for p in (REPO / "vae_lightning").rglob("*.py"))
+    missing = [str(m) for m in modules if m.name != "__init__.py" and m.name not in layout]
+    assert not missing, f"README's Layout does not name {missing}"
+    folders = {m.parent for m in modules if m.parent != Path(".")}
+    assert all(f"{f.name}/" in layout for f in folders), folders
+
+
+def test_what_a_default_run_imports_is_a_declared_dependency():
+    """pip install -e . alone must give a working vae-train: the default progress bar is Rich's."""
+    import tomllib
+
+    declared = " ".join(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
+    for package in ("torch", "torchvision", "lightning", "hydra-core", "omegaconf", "tensorboard", "torchmetrics", "rich"):
+        assert package in declared, package

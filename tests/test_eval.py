@@ -10,7 +10,7 @@ from tests.conftest import run_module
 from vae_lightning.data.in_memory import normalize
 from vae_lightning.errors import UserError
 from vae_lightning.models.metrics import active_units, iw_log_likelihood, iw_log_mean_exp
-from vae_lightning.runs.checkpoints import build_datamodule, load_module
+from vae_lightning.runs.checkpoints import build_datamodule, load_model
 
 
 def test_chunked_logsumexp_equals_one_pass_and_never_overflows():
@@ -43,7 +43,7 @@ def test_active_units_counts_dims_whose_posterior_means_vary():
 
 @pytest.fixture(scope="module")
 def loaded(latent2_run):
-    module, config = load_module(latent2_run / "checkpoints" / "last.ckpt")
+    module, config = load_model(latent2_run / "checkpoints" / "last.ckpt")
     images, _ = build_datamodule(config, module).split("test")
     return module, normalize(images)
 
@@ -86,7 +86,7 @@ def test_eval_entry_point_writes_eval_json_and_prints_a_table(latent2_run):
 
 def test_missing_checkpoint_is_one_line(tmp_path):
     with pytest.raises(UserError, match=r"ckpt_path=.*nope.ckpt does not exist: .*checkpoints/last.ckpt"):
-        load_module(tmp_path / "nope.ckpt")
+        load_model(tmp_path / "nope.ckpt")
     proc = run_module("vae_lightning.eval", f"ckpt_path={tmp_path}/nope.ckpt")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith(f"error: ckpt_path={tmp_path}/nope.ckpt does not exist")
@@ -96,20 +96,20 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
     text = tmp_path / "notes.ckpt"
     text.write_text("not a checkpoint\n")
     with pytest.raises(UserError, match=r"ckpt_path=.*notes.ckpt is not a readable checkpoint"):
-        load_module(text)
+        load_model(text)
     weights = tmp_path / "weights.pt"
     torch.save(torch.nn.Linear(2, 2).state_dict(), weights)  # a torch file, but not one train.py wrote
     with pytest.raises(UserError, match=r"weights.pt is not a vae_lightning checkpoint \(no state_dict"):
-        load_module(weights)
+        load_model(weights)
 
 
 def test_overrides_that_conflict_with_the_checkpoint_are_refused(latent2_run, tmp_path):
     ckpt = latent2_run / "checkpoints" / "last.ckpt"
     with pytest.raises(UserError, match=r"data.mean=0.5 data.std=0.5 put pixels in \[-1, 1\] .* trained on \[0, 1\]"):
-        load_module(ckpt, overrides={"data.mean": 0.5, "data.std": 0.5})
+        load_model(ckpt, overrides={"data.mean": 0.5, "data.std": 0.5})
     with pytest.raises(UserError, match=r"model.latent_dim=20 conflicts with .*fixes the model \(model.latent_dim=2\)"):
-        load_module(ckpt, overrides={"model.latent_dim": 20})
-    module, config = load_module(ckpt, overrides={"data.root": str(tmp_path), "data.binarize": True})
+        load_model(ckpt, overrides={"model.latent_dim": 20})
+    module, config = load_model(ckpt, overrides={"data.root": str(tmp_path), "data.binarize": True})
     assert config["data"]["root"] == str(tmp_path) and config["data"]["binarize"] is True
     assert config["model"]["latent_dim"] == 2 and not module.training
 

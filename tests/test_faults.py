@@ -60,6 +60,25 @@ class PoisonAt(Callback):
                 next(pl_module.parameters()).view(-1)[0] = float("nan")
 
 
+class PauseInSetup(Callback):
+    """Test instrumentation: touch ``marker`` and wait as the fit is set up, before the run writes any output."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = Path(marker)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            self.marker.touch()
+            time.sleep(120)
+
+
+class FailOnTest(Callback):
+    """Test instrumentation: the test pass fails, as when a run is killed (or a disk fails) after its fit."""
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        raise RuntimeError("the test pass failed")
+
+
 def callback_overrides(name: str, cls: type, **kw) -> list[str]:
     return [f"+callbacks.{name}._target_=tests.test_faults.{cls.__name__}"] + [
         f"+callbacks.{name}.{k}={v}" for k, v in kw.items()
@@ -355,3 +374,47 @@ def test_kill_9_during_checkpoint_writes_never_leaves_a_damaged_checkpoint(tiny_
     # A kill at some moments (seen once in several runs: 9 extra steps) makes the resumed epoch repeat batches
     # that were trained before the kill; never more than one epoch's worth (see the closing note of issue 11).
     assert result["epochs"] == 6 and 6 * STEPS_PER_EPOCH <= result["global_step"] < 7 * STEPS_PER_EPOCH
+
+
+def test_resuming_a_complete_run_keeps_its_record_and_a_lost_test_pass_is_run_alone(tiny_mnist, tmp_path):
+    run, args = tmp_path / "run", [f"data.root={tiny_mnist}", *TINY, "callbacks.latent_embedding.num_points=50"]
+    proc = run_train(*args, f"hydra.run.dir={run}", *callback_overrides("fail", FailOnTest))
+    assert proc.returncode == 1 and "the test pass failed" in proc.stderr  # a bug: its traceback is shown
+    fit = json.loads((run / "metrics.json").read_text())  # written after the fit, before the test
+    assert fit["epochs"] == 2 and "val/loss" in fit["metrics"] and not any(k.startswith("test/") for k in fit["metrics"])
+    proc = run_train(*args, f"hydra.run.dir={run}", "resume=true")  # only the test pass is left
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = json.loads((run / "metrics.json").read_text())
+    assert {k: v for k, v in done["metrics"].items() if not k.startswith("test/")} == fit["metrics"]
+    assert done["global_step"] == fit["global_step"] == 2 * STEPS_PER_EPOCH and "test/loss" in done["metrics"]
+    before = {p.name: p.read_bytes() for p in [run / "metrics.json", run / "run_info.json", *run.glob("checkpoints/*")]}
+    proc = run_train(*args, f"hydra.run.dir={run}", "resume=true")  # a requeued job of a complete run
+    assert proc.returncode == 0 and f"hydra.run.dir={run} is complete (2 epochs" in proc.stdout, proc.stderr[-3000:]
+    assert {p.name: p.read_bytes() for p in [run / "metrics.json", run / "run_info.json", *run.glob("checkpoints/*")]} == before
+    proc = run_train(*args, f"hydra.run.dir={run}", "resume=true", "optimizer.lr=0.01", "trainer.max_epochs=3")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: resume=true continues a run trained with optimizer.lr=0.001, but this command gives optimizer.lr=0.01: "
+        "drop that override to continue the run, or start a new run (another hydra.run.dir) with it")
+    assert {p.name: p.read_bytes() for p in [run / "metrics.json", *run.glob("checkpoints/*")]} == {
+        k: v for k, v in before.items() if k != "run_info.json"}
+    proc = run_train(*args, f"hydra.run.dir={run}", "resume=true", "trainer.max_epochs=3")  # more epochs: trains on
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 3
+
+
+def test_two_sweeps_in_one_folder_never_train_in_the_same_job_folder(tiny_mnist, tmp_path):
+    sweep_dir, marker = tmp_path / "sweep", tmp_path / "paused"
+    # started together (here: the CSV logger leaves no output the sweep's start-up check sees before the fit)
+    args = ["-m", f"data.root={tiny_mnist}", *QUICK, f"hydra.sweep.dir={sweep_dir}", "model.latent_dim=4", "logger=csv"]
+    first = start_train(*args, *callback_overrides("pause", PauseInSetup, marker=marker))
+    try:
+        wait_for(marker, first)  # the first sweep's job 0 holds its folder, with no output in it yet
+        second = run_train(*args)
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert (f"error: the sweep's job folder {sweep_dir / '0'} is in use by process {first.pid} on " in second.stderr
+                and "choose another hydra.sweep.dir=..." in second.stderr), second.stderr[-3000:]
+        assert not (sweep_dir / "0" / "checkpoints").exists() and not (sweep_dir / "0" / "run_info.json").exists()
+    finally:
+        first.kill()
+        first.wait()

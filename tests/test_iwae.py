@@ -7,16 +7,19 @@ import torch
 from conftest import run_module, run_train
 
 from vae_lightning.errors import SettingError
+from vae_lightning.models import IWAE, VAE
 from vae_lightning.models.metrics import iw_log_likelihood
 from vae_lightning.models.schedules import iwae_paper
-from vae_lightning.models.vae_module import VAEModule
 
 NET = {"_target_": "vae_lightning.models.networks.MLPNet", "hidden_dims": [64, 32], "activation": "tanh"}
 
 
-def module(objective: str = "iwae", iw_k: int = 1, seed: int = 0, **settings) -> VAEModule:
+def module(objective: str = "iwae", k: int = 1, seed: int = 0, **settings) -> VAE:
+    """model=iwae with k samples, or model=vae ("elbo"), on the same small network."""
     torch.manual_seed(seed)
-    return VAEModule(net=NET, latent_dim=4, objective=objective, iw_k=iw_k, **settings)
+    if objective == "iwae":
+        return IWAE(net=NET, latent_dim=4, k=k, **settings)
+    return VAE(net=NET, latent_dim=4, **settings)
 
 
 def binary_images(n: int = 32, seed: int = 1) -> torch.Tensor:
@@ -24,7 +27,7 @@ def binary_images(n: int = 32, seed: int = 1) -> torch.Tensor:
     return (torch.rand(n, 1, 28, 28, generator=g) < 0.3).float()
 
 
-def mean_over_draws(vae: VAEModule, x: torch.Tensor, key: str, draws: int) -> float:
+def mean_over_draws(vae: VAE, x: torch.Tensor, key: str, draws: int) -> float:
     with torch.no_grad():
         return sum(vae.losses(x)[key].item() for _ in range(draws)) / draws
 
@@ -60,7 +63,7 @@ def test_the_bound_tightens_with_k():
 @pytest.mark.parametrize("net", [NET, {"_target_": "vae_lightning.models.networks.ConvNet", "channels": [8, 16]}])
 def test_gradients_of_the_iw_bound_reach_encoder_and_decoder(net):
     torch.manual_seed(0)
-    vae = VAEModule(net=net, latent_dim=4, objective="iwae", iw_k=5)
+    vae = IWAE(net=net, latent_dim=4, k=5)
     x = binary_images(8)
     out = vae.losses(x)
     assert out["objective"] is not None and torch.equal(out["objective"], out["iw_loss"])
@@ -82,11 +85,9 @@ def test_kl_warm_up_weights_the_prior_ratio_and_leaves_iw_loss_the_true_bound():
 
 
 def test_iwae_settings_are_checked():
-    with pytest.raises(SettingError, match="iw_k=0 must be >= 1"):
+    with pytest.raises(SettingError, match="k=0 must be >= 1"):
         module("iwae", 0)
-    with pytest.raises(SettingError, match="objective='vi' is not one of elbo, iwae"):
-        module("vi", 1)
-    with pytest.raises(SettingError, match="free_bits=0.5 applies to objective=elbo only"):
+    with pytest.raises(SettingError, match="free_bits=0.5 is not part of the IWAE bound: use model=vae"):
         module("iwae", 5, free_bits=0.5)
 
 

@@ -14,8 +14,8 @@ from tests.test_config import check_config
 from tests.test_model import mlp
 from vae_lightning.data.mnist import MNISTDataModule
 from vae_lightning.errors import UserError
+from vae_lightning.models import VAE
 from vae_lightning.models.likelihoods import Likelihood
-from vae_lightning.models.vae_module import VAEModule
 from vae_lightning.resolvers import register_resolvers
 
 register_resolvers()
@@ -49,7 +49,7 @@ def test_cb_is_a_density_on_the_unit_interval_and_samples_show_its_mean():
     mean = torch.trapezoid(GRID[:, None] * density, GRID, dim=0)
     assert torch.allclose(Likelihood("cb").mean(logits).double(), mean, atol=1e-4)
     assert (mean - LAMBDAS).abs().max() > 0.1  # the mean is not lambda: showing lambda would be wrong
-    module = VAEModule(latent_dim=3, net=mlp(16), loss="cb")
+    module = VAE(latent_dim=3, net=mlp(16), loss="cb")
     z = torch.randn(4, 3)
     expected = ContinuousBernoulli(logits=module.net.decode(z)).mean
     assert module.decode(z).shape == (4, 1, 28, 28) and torch.allclose(module.decode(z), expected)
@@ -67,13 +67,13 @@ def test_mse_is_a_gaussian_density_with_variance_one_half():
 
 
 def test_kl_warmup_is_linear_from_zero_to_beta():
-    module = VAEModule(latent_dim=2, net=mlp(8), kl_weight=2.0, kl_warmup_epochs=4)
+    module = VAE(latent_dim=2, net=mlp(8), kl_weight=2.0, kl_warmup_epochs=4)
     assert [module.kl_weight_at(e) for e in (0, 1, 2.5, 4, 9)] == [0.0, 0.5, 1.25, 2.0, 2.0]
-    assert VAEModule(latent_dim=2, net=mlp(8), kl_weight=0.5).kl_weight_at(0) == 0.5  # no warm-up
+    assert VAE(latent_dim=2, net=mlp(8), kl_weight=0.5).kl_weight_at(0) == 0.5  # no warm-up
 
 
 def test_loss_stays_the_negative_elbo_and_beta_weights_only_the_objective():
-    module = VAEModule(latent_dim=4, net=mlp(32), kl_weight=4.0)
+    module = VAE(latent_dim=4, net=mlp(32), kl_weight=4.0)
     torch.manual_seed(0)
     out = module.losses(torch.rand(16, 1, 28, 28))
     assert out["kl"] > 0
@@ -87,7 +87,7 @@ def test_free_bits_stop_the_kl_gradient_below_the_threshold():
     torch.manual_seed(0)
     x = torch.rand(32, 1, 28, 28)
     for free_bits, kl_gets_gradient in ((0.0, True), (5.0, False)):
-        module = VAEModule(latent_dim=4, net=mlp(32), free_bits=free_bits)
+        module = VAE(latent_dim=4, net=mlp(32), free_bits=free_bits)
         torch.manual_seed(1)
         out = module.losses(x)
         per_dim_floor = 4 * free_bits
@@ -99,7 +99,7 @@ def test_free_bits_stop_the_kl_gradient_below_the_threshold():
 def test_training_logs_the_objective_and_the_warmup_weight(tiny_mnist):
     L.seed_everything(0)
     dm = MNISTDataModule(root=str(tiny_mnist), batch_size=50, val_size=100, download=False)
-    module = VAEModule(latent_dim=4, net=mlp(32), kl_weight=2.0, kl_warmup_epochs=2, free_bits=0.1)
+    module = VAE(latent_dim=4, net=mlp(32), kl_weight=2.0, kl_warmup_epochs=2, free_bits=0.1)
     trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu")
     trainer.fit(module, datamodule=dm)
@@ -139,11 +139,11 @@ def test_tensorboard_shows_kl_per_dim_each_epoch_and_the_test_embedding(latent2_
     assert len(events.Scalars("val/kl_dims_above_0.01")) == 3
     # val/active_units counts as eval does (Cov_x E_q[z_d] > 0.01), here on the validation set of the last epoch
     from vae_lightning.models.metrics import active_units
-    from vae_lightning.runs.checkpoints import build_datamodule, load_module
+    from vae_lightning.runs.checkpoints import build_datamodule, load_model
 
-    module, config = load_module(latent2_run / "checkpoints" / "last.ckpt")
+    module, config = load_model(latent2_run / "checkpoints" / "last.ckpt")
     with torch.no_grad():
-        mus = torch.cat([module.encode(x)[0] for x, _ in build_datamodule(config, module).loader("val")])
+        mus = torch.cat([module.encode(x) for x, _ in build_datamodule(config, module).loader("val")])
     assert [e.value for e in events.Scalars("val/active_units")][-1] == active_units(mus)[0]
     projector = latent2_run / "tensorboard" / "projector_config.pbtxt"
     assert "test_mu" in projector.read_text() and "sprite.png" in projector.read_text()

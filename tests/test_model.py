@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from vae_lightning.errors import SettingError
+from vae_lightning.models import VAE
 from vae_lightning.models.likelihoods import Likelihood
 from vae_lightning.models.networks import ConvNet, MLPNet, VAENet
-from vae_lightning.models.vae_module import VAEModule, kl_per_dim
+from vae_lightning.models.priors.normal import kl_per_dim
 
 
 def mlp(*hidden: int, **settings) -> dict:
@@ -52,19 +53,19 @@ def test_network_settings_are_checked_by_the_network():
         MLPNet((1, 28, 28), 8, activation="swish")
     # seen from the module, the same errors name the full setting
     with pytest.raises(SettingError, match=r"^net.hidden_dims=\[0\] must be"):
-        VAEModule(net=mlp(0))
+        VAE(net=mlp(0))
     with pytest.raises(SettingError, match=r"^net._target_='torch.nn.Linear' is not a network: .*VAENet"):
-        VAEModule(net={"_target_": "torch.nn.Linear", "in_features": 1, "out_features": 1})
+        VAE(net={"_target_": "torch.nn.Linear", "in_features": 1, "out_features": 1})
 
 
 def test_module_rebuilds_any_network_from_plain_hyperparameters():
-    module = VAEModule(net={"_target_": "vae_lightning.models.networks.ConvNet", "channels": [8, 16]}, latent_dim=3,
+    module = VAE(net={"_target_": "vae_lightning.models.networks.ConvNet", "channels": [8, 16]}, latent_dim=3,
                        input_shape=(3, 32, 32))
     assert isinstance(module.net, ConvNet) and isinstance(module.net, VAENet)
     hp = dict(module.hparams)
     assert hp["net"] == {"_target_": "vae_lightning.models.networks.ConvNet", "channels": [8, 16]}
     assert hp["input_shape"] == [3, 32, 32] and hp["data_range"] == [[0.0], [1.0]]
-    copy = VAEModule(**hp)
+    copy = VAE(**hp)
     copy.load_state_dict(module.state_dict())
     z = torch.randn(2, 3)
     assert torch.equal(copy.decode(z), module.decode(z)) and copy.decode(z).shape == (2, 3, 32, 32)
@@ -113,7 +114,7 @@ def test_output_activation_follows_the_data_range_per_channel():
 
 def test_module_loss_is_per_image_and_independent_of_batch_size():
     torch.manual_seed(0)
-    module = VAEModule(latent_dim=4, net=mlp(32))
+    module = VAE(latent_dim=4, net=mlp(32))
     x = torch.rand(64, 1, 28, 28)
     torch.manual_seed(1)
     full = module.losses(x)
@@ -134,14 +135,14 @@ def test_bce_on_normalized_pixels_is_refused(mean, std):
         Likelihood("bce", (lo, hi))
     with pytest.raises(SettingError, match=r"^model.loss=cb needs pixels in \[0, 1\] .*or model.loss=mse"):
         try:
-            VAEModule(loss="cb", data_range=(lo, hi))
+            VAE(loss="cb", data_range=(lo, hi))
         except SettingError as e:
             raise e.under("model") from None
     Likelihood("mse", (lo, hi))  # mse models any range
 
 
 def test_epoch_metric_is_the_per_image_mean_with_a_short_last_batch():
-    module = VAEModule(latent_dim=2, net=mlp(8))
+    module = VAE(latent_dim=2, net=mlp(8))
     module.log = lambda *a, **k: None  # outside a Trainer
     torch.manual_seed(0)
     big, small = torch.rand(16, 1, 28, 28), torch.rand(2, 1, 28, 28)

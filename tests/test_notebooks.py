@@ -57,15 +57,18 @@ def assert_rendered(path: Path) -> None:
 
 @pytest.mark.slow
 def test_explore_vae_notebook_renders_every_figure(tmp_path):
-    """Trains a tiny model and a 2-D one (on ../shared/data Fashion-MNIST when present, else generated data)."""
+    """Trains a tiny model and a 2-D one (on ../shared/data Fashion-MNIST when present, else generated data): a model
+    defined in a file under tests/ (a beta-TCVAE), which the notebook opens as itself from its checkpoints."""
     out = tmp_path / "figures"
+    model = ["model._target_=tests.custom_models.BetaTCVAE", "+model.tc_weight=2.0"]
     nb = execute("explore_vae.ipynb", {"OUT_DIR": str(out), "WORK_DIR": str(tmp_path / "work"), "LATENT_DIM": 8,
-                                       "TRAIN_ARGS": [*TINY_TRAIN, "trainer.max_epochs=2"], "N_TEST": 500})
+                                       "TRAIN_ARGS": [*TINY_TRAIN, *model, "trainer.max_epochs=2"], "N_TEST": 500})
     for name in ("prior_samples", "reconstructions", "interpolations", "manifold", "latent_pca", "kl_per_dim"):
         assert_rendered(out / f"{name}.png")
     text = outputs_text(nb)
     n_test = 500 if (SHARED_DATA / "FashionMNIST").is_dir() else 200  # generated data has 200 test images
-    assert "latent_dim=8" in text and f"negative ELBO on {n_test} test images" in text, text[-2000:]
+    assert "BetaTCVAE on" in text and "latent_dim=8" in text, text[-2000:]
+    assert f"negative ELBO on {n_test} test images" in text, text[-2000:]
 
 
 @pytest.mark.slow

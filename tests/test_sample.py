@@ -11,8 +11,8 @@ from tests.conftest import REPO, run_module
 from tests.test_model import mlp
 from vae_lightning import sample
 from vae_lightning.errors import UserError
-from vae_lightning.models.vae_module import VAEModule
-from vae_lightning.runs.checkpoints import load_module
+from vae_lightning.models import VAE
+from vae_lightning.runs.checkpoints import load_model
 
 
 def sample_cfg(*overrides: str):
@@ -45,7 +45,7 @@ def test_each_mode_writes_a_grid_of_28x28_images(latent2_run, tmp_path, mode, n,
 
 
 def test_decoded_grids_are_in_the_unit_range_and_rows_follow_the_mode(latent2_run):
-    module, config = load_module(latent2_run / "checkpoints" / "last.ckpt")
+    module, config = load_model(latent2_run / "checkpoints" / "last.ckpt")
     g = torch.Generator().manual_seed(0)
     z = sample.manifold(module, n=12, nrow=4)
     q = Normal(0.0, 1.0)
@@ -63,7 +63,7 @@ def test_decoded_grids_are_in_the_unit_range_and_rows_follow_the_mode(latent2_ru
 
 
 def test_manifold_needs_a_2d_latent_space(tmp_path):
-    module = VAEModule(latent_dim=3, net=mlp(16))
+    module = VAE(latent_dim=3, net=mlp(16))
     ckpt = tmp_path / "three.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
                 "run_config": {"data": {"mean": 0.0, "std": 1.0}}}, ckpt)

@@ -10,28 +10,17 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from vae_lightning import cli
-from vae_lightning.errors import UserError, check_choice, check_int, exit_with, settings_of
+from vae_lightning.errors import check_choice, check_int, exit_with, settings_of
 from vae_lightning.files import output_file, write_json
 from vae_lightning.models.metrics import ACTIVE_UNIT_THRESHOLD, active_units, iw_log_likelihood
 from vae_lightning.resolvers import register_resolvers
-from vae_lightning.runs.checkpoints import build_datamodule, load_module
+from vae_lightning.runs.checkpoints import build_datamodule, load_model, pick_device, requested_overrides, run_folder
 
 register_resolvers()
 DEFAULT_IW_SAMPLES = 1000  # when neither eval.iw_samples nor the run's config (e.g. experiment=iwae_paper_vae) sets k
-
-
-def requested_overrides(cfg: DictConfig) -> dict:
-    """{"data.root": ...} for every data.* (or model.*, refused later) value the user set (null = the checkpoint's)."""
-    return {
-        f"{section}.{k}": v
-        for section in ("data", "model")
-        if cfg.get(section) is not None
-        for k, v in OmegaConf.to_container(cfg[section], resolve=True).items()
-        if v is not None
-    }
 
 
 def dataset_name(data_config: dict) -> str:
@@ -39,43 +28,35 @@ def dataset_name(data_config: dict) -> str:
     return data_config.get("name") or str(data_config.get("_target_", "?")).rsplit(".", 1)[-1]
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda but no GPU is visible: use device=cpu (or auto)")
-    return torch.device(name)
-
-
-def run_folder(ckpt_path: Path) -> Path:
-    """<run> for <run>/checkpoints/x.ckpt, else the checkpoint's own folder."""
-    return ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
-
-
 @torch.no_grad()
-def evaluate(module, batches, iw_samples: int, max_decodes: int) -> dict:
-    """Per-image means over ``batches`` of (x, y): ELBO terms, IW log-likelihood, active units."""
+def evaluate(model, batches, iw_samples: int, max_decodes: int) -> dict:
+    """Per-image means over ``batches`` of (x, y): ELBO terms, IW log-likelihood, active units (per stochastic layer)."""
     sums = {"neg_elbo": 0.0, "recon": 0.0, "kl": 0.0, "iw_nll": 0.0}
-    mus, n = [], 0
+    codes, n = {}, 0
     for x, _ in batches:
-        x = x.to(module.device)
-        out = module.losses(x)
+        x = x.to(model.device)
+        out = model.losses(x)
         b = len(x)
         sums["neg_elbo"] += out["loss"].item() * b
         sums["recon"] += out["recon"].item() * b
         sums["kl"] += out["kl"].item() * b
-        sums["iw_nll"] += -iw_log_likelihood(module, x, iw_samples, max_decodes).sum().item()
-        mus.append(module.encode(x)[0].cpu())
+        sums["iw_nll"] += -iw_log_likelihood(model, x, iw_samples, max_decodes).sum().item()
+        for layer, mu in model.codes(x).items():
+            codes.setdefault(layer, []).append(mu.float().cpu())
         n += b
-    units, variance = active_units(torch.cat(mus))
-    return {
+    layers = {layer: active_units(torch.cat(mus)) for layer, mus in codes.items()}
+    result = {
         **{k: v / n for k, v in sums.items()},
         "n_images": n,
         "iw_samples": iw_samples,
-        "active_units": units,
-        "latent_dim": module.latent_dim,
-        "unit_variance": [round(v, 6) for v in variance.tolist()],
+        "active_units": sum(units for units, _ in layers.values()),
+        "latent_dim": sum(len(variance) for _, variance in layers.values()),
+        "unit_variance": [round(v, 6) for _, variance in layers.values() for v in variance.tolist()],
     }
+    if len(layers) > 1:
+        result["layers"] = {layer: {"active_units": units, "latent_dim": len(variance)}
+                            for layer, (units, variance) in layers.items()}
+    return result
 
 
 def table(result: dict) -> str:
@@ -83,12 +64,14 @@ def table(result: dict) -> str:
     rows = [
         ("checkpoint", result["checkpoint"]),
         ("data", f"{result['data']} {result['split']} ({result['n_images']} images, binarized={result['binarize']})"),
+        ("model", result["model"]),
         ("likelihood", result["loss"]),
         ("negative ELBO", f"{result['neg_elbo']:.2f} nats/image"),
         ("  reconstruction", f"{result['recon']:.2f}"),
         ("  KL", f"{result['kl']:.2f}"),
         (f"-log p(x), IW k={k}", f"{result['iw_nll']:.2f} nats/image"),
         ("active units", f"{result['active_units']} / {result['latent_dim']} (Cov_x E_q[z] > {ACTIVE_UNIT_THRESHOLD})"),
+        *((f"  {layer}", f"{v['active_units']} / {v['latent_dim']}") for layer, v in result.get("layers", {}).items()),
         ("wall time", f"{result['wall_time_s']:.1f} s"),
     ]
     width = max(len(r[0]) for r in rows)
@@ -104,22 +87,23 @@ def run(cfg: DictConfig) -> dict:
     check_choice("eval.split", cfg.eval.get("split"), ("test", "val"))
     device = pick_device(cfg.device)
     ckpt_path = Path(str(cfg.ckpt_path)).expanduser()
-    module, config = load_module(ckpt_path, map_location=str(device), overrides=requested_overrides(cfg))
+    model, config = load_model(ckpt_path, map_location=str(device), overrides=requested_overrides(cfg))
     iw_samples = cfg.eval.iw_samples or int((config.get("eval") or {}).get("iw_samples", DEFAULT_IW_SAMPLES))
     out = output_file(cfg.eval.out or run_folder(ckpt_path) / "eval.json", "eval.out", "eval.json")
     L.seed_everything(cfg.seed, verbose=False)
-    datamodule = build_datamodule(config, module)
+    datamodule = build_datamodule(config, model)
     with settings_of("data"):
         datamodule.prepare_data()
     batches = datamodule.loader(cfg.eval.split, batch_size=cfg.eval.batch_size)
-    result = evaluate(module, batches, iw_samples, cfg.eval.max_decodes)
+    result = evaluate(model, batches, iw_samples, cfg.eval.max_decodes)
     data = config["data"]
     result.update(
         checkpoint=str(ckpt_path.resolve()),
         split=cfg.eval.split,
         data=dataset_name(data),
         binarize=bool(data.get("binarize", False)),
-        loss=module.hparams.loss,
+        model=type(model).__name__,
+        loss=model.hparams.loss,
         wall_time_s=time.perf_counter() - start,
     )
     write_json(out, result)

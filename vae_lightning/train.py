@@ -1,5 +1,6 @@
 """Entry point: ``python -m vae_lightning.train [overrides]`` (Hydra; ``-m`` for sweeps)."""
 
+import json
 import math
 import sys
 import time
@@ -12,11 +13,13 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from vae_lightning import cli
 from vae_lightning.errors import (
+    UserError,
     exit_with,
     instantiate_component,
     settings_of,
@@ -24,15 +27,18 @@ from vae_lightning.errors import (
 from vae_lightning.files import write_json
 from vae_lightning.resolvers import register_resolvers
 from vae_lightning.runs.checkpoints import AtomicCheckpointIO
+from vae_lightning.runs.folder import lock
 from vae_lightning.runs.preflight import (
     build_library_component,
     check_checkpoint_fits,
+    check_checkpoint_trains_more,
     check_library_components,
+    check_resume_keeps_settings,
     check_run_settings,
     checkpoint_to_resume,
 )
+from vae_lightning.runs.record import error_line, write_run_info
 from vae_lightning.runs.report import log_lightning_to_files, show_config, show_summary
-from vae_lightning.summarize import error_line, write_run_info
 
 register_resolvers()
 SIGTERM_EXIT = 128 + 15  # the shell's code for a process ended by SIGTERM
@@ -110,11 +116,34 @@ def hparams(config: dict) -> dict:
     return keep
 
 
+def read_record(run_dir: Path) -> dict | None:
+    """The run folder's metrics.json when it is readable, else None."""
+    try:
+        record = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("metrics"), dict) else None
+
+
+def finished_fit(cfg: DictConfig, run_dir: Path) -> dict | None:
+    """resume=true on a run whose fit already reached trainer.max_epochs: its record (metrics.json), kept as it is."""
+    record = read_record(run_dir) if cfg.get("resume") else None
+    max_epochs = cfg.trainer.max_epochs
+    if record is None or max_epochs == -1 or int(record.get("epochs") or 0) < max_epochs:
+        return None
+    return record
+
+
 def train(cfg: DictConfig) -> dict:
-    """Check, train, test; write ``metrics.json`` in the run folder; return the final metrics."""
+    """Check, train, test; write ``metrics.json`` in the run folder after the fit and again after the test (a fault
+    during the test keeps the fit's record); return the final metrics.
+
+    ``resume=true`` on a run whose fit is complete trains nothing: it only runs the test pass that is missing (a run
+    killed during it); ``hydra_main`` answers a complete run without calling this."""
     started = time.perf_counter()
     log_lightning_to_files()
     check_run_settings(cfg)
+    run_dir = Path(cfg.paths.output_dir)
     ckpt_path, step = checkpoint_to_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg, resume_step=step)
@@ -122,8 +151,31 @@ def train(cfg: DictConfig) -> dict:
         show_config(cfg, cfg.paths.output_dir)
     if ckpt_path:
         check_checkpoint_fits(ckpt_path, model)
+        if cfg.get("resume"):
+            check_resume_keeps_settings(ckpt_path, model.run_config)
+        else:
+            check_checkpoint_trains_more(ckpt_path, cfg.trainer.max_epochs)
     with settings_of("data"):
         datamodule.prepare_data()  # fail fast on missing or bad data, before the trainer starts
+    record = finished_fit(cfg, run_dir)  # resume=true after a fault during the test pass: only the test is left
+    if record is None:
+        record = fit(cfg, trainer, model, datamodule, ckpt_path)
+    metrics, best = record["metrics"], record["best_checkpoint"]
+    cb = trainer.checkpoint_callback
+    best_path = str(Path(cb.dirpath if cb and cb.dirpath else run_dir / "checkpoints") / best) if best else None
+    if cfg.get("test"):
+        trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+        if trainer.is_global_zero:
+            write_json(run_dir / "metrics.json", record)
+    if trainer.is_global_zero:
+        show_summary(cfg.paths.output_dir, metrics, best_path, record["epochs"], time.perf_counter() - started)
+    return metrics
+
+
+def fit(cfg: DictConfig, trainer: L.Trainer, model, datamodule, ckpt_path: str | None) -> dict:
+    """Train; write and return the run's record (metrics.json): the last epoch's train/ and val/ metrics, the exact
+    final learning rates, the best checkpoint and its val/loss, the run's settings."""
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # last epoch's train/ and val/
     for i, optimizer in enumerate(trainer.optimizers):  # the exact final learning rates, not their float32 copies
@@ -133,29 +185,46 @@ def train(cfg: DictConfig) -> dict:
     epochs, global_step, best, best_score = fit_progress(trainer)
     if best_score is not None:
         metrics["best/val_loss"] = best_score
-    if cfg.get("test"):
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    record = {
+        "metrics": metrics,
+        "epochs": epochs,
+        "global_step": global_step,
+        "best_checkpoint": Path(best).name if best else None,
+        "run_name": cfg.get("run_name"),
+        "tags": list(cfg.get("tags") or []),
+        "hparams": hparams(model.run_config),
+    }
     if trainer.is_global_zero:
-        write_json(
-            Path(cfg.paths.output_dir) / "metrics.json",
-            {
-                "metrics": metrics,
-                "epochs": epochs,
-                "global_step": global_step,
-                "best_checkpoint": Path(best).name if best else None,
-                "run_name": cfg.get("run_name"),
-                "tags": list(cfg.get("tags") or []),
-                "hparams": hparams(model.run_config),
-            },
-        )
-        show_summary(cfg.paths.output_dir, metrics, best, epochs, time.perf_counter() - started)
-    return metrics
+        write_json(Path(cfg.paths.output_dir) / "metrics.json", record)
+    return record
 
 
 @hydra.main(version_base="1.3", config_path=str(cli.CONF_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     started, run_dir = time.perf_counter(), HydraConfig.get().runtime.output_dir
+    metric = cfg.get("optimized_metric")
+    record = finished_fit(cfg, Path(run_dir))
+    if record is not None and (not cfg.get("test") or any(k.startswith("test/") for k in record["metrics"])):
+        print(f"hydra.run.dir={run_dir} is complete ({record['epochs']} epochs, trainer.max_epochs="
+              f"{cfg.trainer.max_epochs}): nothing to train; its records are kept as they are. To train on, "
+              "resume with a larger trainer.max_epochs", flush=True)
+        return record["metrics"].get(metric) if metric else None
+    sweep_job = HydraConfig.get().mode == RunMode.MULTIRUN
+    held = None
+    if sweep_job and rank_zero_only.rank == 0:  # a sweep's job folder is locked like a single run's folder
+        try:
+            held = lock(Path(run_dir), "the sweep's job folder")
+        except UserError as e:  # another process trains in it: its run_info.json is not ours to write
+            return failed_job(e)
+    try:
+        return run_and_record(cfg, run_dir, started, metric, sweep_job)
+    finally:
+        if held is not None:
+            held.unlink(missing_ok=True)
+
+
+def run_and_record(cfg: DictConfig, run_dir: str, started: float, metric: str | None, sweep_job: bool) -> float | None:
+    """Train, and record in run_info.json how the run ended."""
     try:
         metrics = train(cfg)
     except SIGTERMException as e:  # InterruptCheckpoint saved last.ckpt and said how to resume
@@ -163,11 +232,10 @@ def hydra_main(cfg: DictConfig) -> float | None:
         sys.exit(SIGTERM_EXIT)
     except Exception as e:
         write_run_info(run_dir, time.perf_counter() - started, e)
-        if HydraConfig.get().mode == RunMode.MULTIRUN and not cli.full_error():
+        if sweep_job and not cli.full_error():
             return failed_job(e)
         exit_with(cli.report(e))
     write_run_info(run_dir, time.perf_counter() - started)
-    metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None
 
 

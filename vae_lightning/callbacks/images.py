@@ -22,24 +22,24 @@ def publish(trainer: L.Trainer, tag: str, grid: torch.Tensor, png_dir: str | Non
 
 
 class SampleGrid(L.Callback):
-    """Every epoch, log images decoded from one FIXED batch of z ~ N(0, I), drawn once per run.
+    """Every epoch, log images decoded from z ~ p(z), the model's prior, drawn with the same seed each time.
 
-    The grid shows the same latents as training goes on (tutorial: 256 samples, 16 x 16).
+    With a fixed prior (the standard normal) the grid shows the same latents as training goes on (tutorial:
+    256 samples, 16 x 16); a learned prior (mixture, VampPrior) moves them with it.
     """
 
     def __init__(self, num_samples: int = 256, nrow: int = 16, seed: int = 0, tag: str = "samples",
                  png_dir: str | None = None):
         self.num_samples, self.nrow, self.seed, self.tag, self.png_dir = num_samples, nrow, seed, tag, png_dir
 
-    def latents(self, latent_dim: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed)
-        return torch.randn(self.num_samples, latent_dim, generator=g)
+    def latents(self, model) -> torch.Tensor:
+        return model.sample_prior(self.num_samples, generator=torch.Generator().manual_seed(self.seed))
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer, pl_module):
         if tensorboard(trainer) is None and not self.png_dir:
             return
-        images = pl_module.to_unit_range(pl_module.decode(self.latents(pl_module.latent_dim)))
+        images = pl_module.to_unit_range(pl_module.decode(self.latents(pl_module)))
         publish(trainer, self.tag, make_grid(images.float().cpu(), nrow=self.nrow), self.png_dir)
 
 

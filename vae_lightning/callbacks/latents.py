@@ -12,9 +12,10 @@ class LatentActivity(L.Callback):
     """Every validation epoch, how much of the latent space the model uses, in TensorBoard:
 
     - ``val/active_units``: dims whose posterior mean varies over the validation set, Cov_x(E_q[z_d]) > 0.01
-      (Burda et al. 2016) - the same definition as ``vae_lightning.eval``'s "active units";
-    - ``kl_per_dim``: a histogram of each dim's KL (mean over the validation set); collapsed dims pile up at 0,
-      and ``val/kl_dims_above_0.01`` counts the others (a different, KL-based count).
+      (Burda et al. 2016) - the same definition as ``vae_lightning.eval``'s "active units"; for a model with
+      several stochastic layers also ``val/active_units_<layer>`` for each;
+    - ``kl_per_dim``: a histogram of each dim's KL (mean over the validation set), for models whose KL factorizes
+      over dims; collapsed dims pile up at 0, and ``val/kl_dims_above_0.01`` counts the others (a KL-based count).
     """
 
     def __init__(self, tag: str = "kl_per_dim", threshold: float = 0.01):
@@ -23,8 +24,7 @@ class LatentActivity(L.Callback):
 
     def _reset(self) -> None:
         self.kl: torch.Tensor | None = None
-        self.mu_sum: torch.Tensor | None = None
-        self.mu_sq: torch.Tensor | None = None
+        self.sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> (sum of mu, sum of mu^2)
         self.count = 0
 
     def on_validation_epoch_start(self, trainer, pl_module):
@@ -32,25 +32,33 @@ class LatentActivity(L.Callback):
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         n = len(batch[0])
-        kl = outputs["kl_dims"].double() * n  # the module's own per-dim KL of this batch (no second pass)
-        mu = outputs["mu"].double()
-        if self.kl is None:
-            self.kl, self.mu_sum, self.mu_sq = kl, mu.sum(0), mu.pow(2).sum(0)
-        else:
-            self.kl, self.mu_sum, self.mu_sq = self.kl + kl, self.mu_sum + mu.sum(0), self.mu_sq + mu.pow(2).sum(0)
+        if outputs.get("kl_dims") is not None:  # the model's own per-dim KL of this batch (no second pass)
+            kl = outputs["kl_dims"].double() * n
+            self.kl = kl if self.kl is None else self.kl + kl
+        for layer, mu in outputs["codes"].items():
+            mu = mu.double()
+            total, squares = self.sums.get(layer, (0.0, 0.0))
+            self.sums[layer] = (total + mu.sum(0), squares + mu.pow(2).sum(0))
         self.count += n
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer, pl_module):
         writer = tensorboard(trainer)
-        if writer is None or self.kl is None or trainer.sanity_checking or self.count < 2:
+        if writer is None or not self.sums or trainer.sanity_checking or self.count < 2:
             return
-        kl = (self.kl / self.count).float().cpu()
-        variance = ((self.mu_sq - self.mu_sum.pow(2) / self.count) / (self.count - 1)).cpu()  # as torch.var
         step = epoch_step(trainer)  # the x-axis of every curve
-        writer.add_histogram(self.tag, kl, step)
-        writer.add_scalar(f"val/kl_dims_above_{self.threshold:g}", int((kl > self.threshold).sum()), step)
-        writer.add_scalar("val/active_units", int((variance > ACTIVE_UNIT_THRESHOLD).sum()), step)
+        if self.kl is not None:
+            kl = (self.kl / self.count).float().cpu()
+            writer.add_histogram(self.tag, kl, step)
+            writer.add_scalar(f"val/kl_dims_above_{self.threshold:g}", int((kl > self.threshold).sum()), step)
+        active = {}
+        for layer, (total, squares) in self.sums.items():
+            variance = ((squares - total.pow(2) / self.count) / (self.count - 1)).cpu()  # as torch.var
+            active[layer] = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
+        writer.add_scalar("val/active_units", sum(active.values()), step)
+        if len(active) > 1:
+            for layer, units in active.items():
+                writer.add_scalar(f"val/active_units_{layer}", units, step)
 
 
 class LatentEmbedding(L.Callback):
@@ -67,7 +75,7 @@ class LatentEmbedding(L.Callback):
         if writer is None or datamodule is None or not hasattr(datamodule, "examples"):
             return
         x, labels = datamodule.examples("test", self.num_points, self.seed)
-        mu = torch.cat([pl_module.encode(part)[0].float().cpu() for part in x.split(500)])
+        mu = torch.cat([pl_module.encode(part).float().cpu() for part in x.split(500)])
         names = datamodule.class_names
         metadata = [names[k] if names and 0 <= k < len(names) else str(k) for k in labels.tolist()]
         sprites = pl_module.to_unit_range(x.to(pl_module.device)).float().cpu()

@@ -98,12 +98,16 @@ def write_sweep_experiment(sweep_dir, job_configs: list[dict], metrics=("val/los
     return first
 
 
+CLASS_SHOWN = ("net.", "prior.", "posterior.")
+
+
 def flatten(tree: dict, prefix: str = "") -> dict:
     """{"model": {"loss": "bce"}} -> {"model.loss": "bce"}; drops Hydra's ``_target_`` keys, except that the
-    class of a network, optimizer or scheduler shows as ``model.net`` (e.g. MLPNet), ``optimizer``, ``scheduler``."""
+    class of the model, its parts, the optimizer and the scheduler shows as ``model`` (e.g. IWAE), ``model.net``
+    (MLPNet), ``model.prior``, ``model.posterior``, ``optimizer``, ``scheduler``."""
     flat = {}
     for key, value in tree.items():
-        if key == "_target_" and (prefix.endswith("net.") or prefix in ("optimizer.", "scheduler.")):
+        if key == "_target_" and (prefix.endswith(CLASS_SHOWN) or prefix in ("model.", "optimizer.", "scheduler.")):
             flat[prefix[:-1]] = str(value).rsplit(".", 1)[-1]
         if str(key).startswith("_"):
             continue

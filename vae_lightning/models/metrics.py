@@ -1,10 +1,10 @@
-"""The numbers VAE papers report beyond the ELBO: importance-weighted log p(x) and active units."""
+"""The numbers VAE papers report beyond the ELBO: importance-weighted log p(x) and active units. Both use only the
+model interface (``BaseVAE.log_weights`` and ``codes``), so any model of the family is measured the same way."""
 
 import math
 from collections.abc import Callable
 
 import torch
-from torch.distributions import Normal
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active when Cov_x(E_q[z_d]) > 0.01
 
@@ -24,36 +24,13 @@ def iw_log_mean_exp(log_weights: Callable[[int], torch.Tensor], k: int, chunk: i
     return total - math.log(k)
 
 
-def log_weight_terms(
-    module, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, n: int, rsample: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log p(x | z_i), log p(z_i) - log q(z_i | x)) for n draws z_i ~ q(z | x) per image, each (n, B).
-
-    ``rsample``: reparameterized draws, so gradients flow to the encoder (training on the IW bound).
-    """
-    q = Normal(mu.float(), (0.5 * logvar.float()).exp())
-    z = q.rsample((n,)) if rsample else q.sample((n,))  # (n, B, D)
-    b, d = mu.shape
-    xs = x.expand(n, *x.shape).reshape(n * b, *x.shape[1:])
-    log_px_z = module.log_likelihood(xs, z.reshape(n * b, d)).view(n, b)
-    return log_px_z, Normal(0.0, 1.0).log_prob(z).sum(-1) - q.log_prob(z).sum(-1)
-
-
-def log_weights(module, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, n: int) -> torch.Tensor:
-    """log p(x, z_i) - log q(z_i | x) for n draws z_i ~ q(z | x) per image, shape (n, B)."""
-    log_px_z, log_prior_ratio = log_weight_terms(module, x, mu, logvar, n)
-    return log_px_z + log_prior_ratio
-
-
 @torch.no_grad()
-def iw_log_likelihood(module, x: torch.Tensor, k: int, max_decodes: int = 10_000) -> torch.Tensor:
-    """Importance-weighted estimate of log p(x) per image with k samples (k=1: a one-sample ELBO), shape (B,).
-
-    At most ``max_decodes`` decoder passes are batched at once, which bounds the memory.
-    """
-    mu, logvar = module.encode(x)
+def iw_log_likelihood(model, x: torch.Tensor, k: int, max_decodes: int = 10_000) -> torch.Tensor:
+    """Importance-weighted estimate of log p(x) per image with k samples (k=1: a one-sample ELBO), shape (B,):
+    log (1/k) sum_i p(x, z_i) / q(z_i | x) from ``model.log_weights``. At most ``max_decodes`` decoder passes
+    are batched at once, which bounds the memory."""
     chunk = max(1, max_decodes // len(x))
-    return iw_log_mean_exp(lambda n: log_weights(module, x, mu, logvar, n), k, chunk)
+    return iw_log_mean_exp(lambda n: model.log_weights(x, n), k, chunk)
 
 
 def active_units(mu: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> tuple[int, torch.Tensor]:

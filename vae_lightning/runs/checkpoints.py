@@ -1,10 +1,11 @@
 """Checkpoints: written so that a kill cannot corrupt them, and read back (eval, sample, notebooks) as the
 source of truth for the model and the data it was trained on.
 
-A checkpoint holds the LightningModule's hyperparameters (plain values: the network's config with its
-``_target_``, latent size, likelihood, the data's image shape and pixel range) and the run's composed
-config (``run_config``), so ``load_module`` rebuilds any network and ``build_datamodule`` its data
-without any config file.
+A checkpoint holds the model's class (``model_class``), its hyperparameters (plain values: the configs of its
+parts with their ``_target_``, latent size, likelihood, the data's image shape and pixel range) and the run's
+composed config (``run_config``), so ``load_model`` rebuilds any model of the family (your own included) and
+``build_datamodule`` its data without any config file. Checkpoints written before the model family (class
+``VAEModule``, ELBO or IWAE by a flag) load as the VAE or IWAE they were.
 """
 
 import copy
@@ -15,10 +16,12 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
 
 from vae_lightning.errors import UserError, first_line, instantiate_component
+from vae_lightning.models import IWAE, VAE, BaseVAE
+from vae_lightning.models.base import recorded_class
 from vae_lightning.models.likelihoods import range_text
-from vae_lightning.models.vae_module import VAEModule
 
 EXAMPLE = "e.g. ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt"
 
@@ -108,7 +111,7 @@ def apply_overrides(run_config: dict, overrides: dict, path: Path) -> dict:
     return config
 
 
-def build_datamodule(run_config: dict, module: VAEModule | None = None):
+def build_datamodule(run_config: dict, module: BaseVAE | None = None):
     """The run's DataModule from its (resolved) data config; with ``module``, refuse data whose image
     shape or pixel range differs from what the model was trained on."""
     datamodule = instantiate_component(run_config["data"], "data")
@@ -129,8 +132,16 @@ def build_datamodule(run_config: dict, module: VAEModule | None = None):
     return datamodule
 
 
-def load_module(ckpt_path, map_location="cpu", overrides: dict | None = None) -> tuple[VAEModule, dict]:
-    """(module in eval mode, run config) from a checkpoint written by ``vae_lightning.train``.
+def legacy_model(hparams: dict) -> BaseVAE:
+    """The VAE or IWAE that a ``VAEModule`` checkpoint (objective=elbo|iwae, iw_k) of before the model family was."""
+    hparams = dict(hparams)
+    objective, k = hparams.pop("objective", "elbo"), hparams.pop("iw_k", 1)
+    return IWAE(k=k, **hparams) if objective == "iwae" else VAE(**hparams)
+
+
+def load_model(ckpt_path, map_location="cpu", overrides: dict | None = None) -> tuple[BaseVAE, dict]:
+    """(model in eval mode, run config) from a checkpoint written by ``vae_lightning.train``: the class it was
+    trained with, through Lightning's ``load_from_checkpoint`` (``weights_only=True``).
 
     ``overrides`` maps dotted keys to values, e.g. {"data.root": "/data"}: data settings may change
     (where the files are, batch size, binarization, even the dataset), the model may not.
@@ -138,18 +149,55 @@ def load_module(ckpt_path, map_location="cpu", overrides: dict | None = None) ->
     path = Path(str(ckpt_path)).expanduser()
     ckpt = read_checkpoint(path, map_location)
     try:
-        module = VAEModule(**ckpt["hyper_parameters"])
+        cls = recorded_class(ckpt)
+    except UserError as e:
+        raise UserError(f"ckpt_path={path} was trained with a model class that cannot be loaded here ({e})") from None
+    try:
+        if cls is None:
+            model = legacy_model(ckpt["hyper_parameters"])
+            model.load_state_dict(ckpt["state_dict"])
+            model.on_load_checkpoint(ckpt)
+        else:
+            model = cls.load_from_checkpoint(path, map_location=map_location, weights_only=True)
     except UserError as e:
         raise UserError(f"ckpt_path={path} cannot rebuild its model ({e}): retrain or re-save it") from None
-    try:
-        module.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
+    except RuntimeError as e:  # load_state_dict: the weights do not fit the rebuilt model
         raise UserError(
             f"ckpt_path={path} does not match its own hyperparameters ({first_line(e)}): retrain or re-save it"
         ) from None
-    module.on_load_checkpoint(ckpt)
-    config = apply_overrides(module.run_config or {}, overrides or {}, path)
-    module.run_config = config
+    config = apply_overrides(model.run_config or {}, overrides or {}, path)
+    model.run_config = config
     if overrides:
-        build_datamodule(config, module)  # refuse data the model cannot take before anything is computed
-    return module.to(map_location).eval(), config
+        build_datamodule(config, model)  # refuse data the model cannot take before anything is computed
+    return model.to(map_location).eval(), config
+
+
+def requested_overrides(cfg: DictConfig) -> dict:
+    """{"data.root": ...} for every data.* (or model.*, refused later) value the user set (null = the checkpoint's)."""
+    return {
+        f"{section}.{k}": v
+        for section in ("data", "model")
+        if cfg.get(section) is not None
+        for k, v in OmegaConf.to_container(cfg[section], resolve=True).items()
+        if v is not None
+    }
+
+
+def pick_device(name: str) -> torch.device:
+    """eval's and sample's ``device``: auto, cpu, cuda or cuda:N (a device that exists here)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(str(name))
+    except RuntimeError:
+        raise UserError(f"device={name} is not a device: use device=auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name} but no GPU is visible: use device=cpu (or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"device={name} but this machine has {torch.cuda.device_count()} GPU(s): use cuda:0 ... or auto")
+    return device
+
+
+def run_folder(ckpt_path: Path) -> Path:
+    """<run> for <run>/checkpoints/x.ckpt, else the checkpoint's own folder."""
+    return ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent

@@ -72,9 +72,11 @@ def lock(folder: Path, key: str) -> Path:
             pid, host, *since = (path.read_text().split() or ["0", "?"]) + ["?"]
             pid = int(pid) if pid.isdigit() else 0
             if host != socket.gethostname() or (pid and _alive(pid)):
+                what = f"{key}={folder}" if " " not in key else f"{key} {folder}"
+                instead = f"choose another {key}=..." if " " not in key else "choose another hydra.sweep.dir=..."
                 raise UserError(
-                    f"{key}={folder} is in use by process {pid} on {host} (since {' '.join(since[:2])}): wait for it "
-                    f"to end, or choose another {key}=... (a lock left by a crash on another machine: delete {path})"
+                    f"{what} is in use by process {pid} on {host} (since {' '.join(since[:2])}): wait for it "
+                    f"to end, or {instead} (a lock left by a crash on another machine: delete {path})"
                 ) from None
             path.unlink(missing_ok=True)  # its process is gone
             continue

@@ -18,6 +18,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vae_lightning.errors import SettingError, UserError, check_bool, check_float, check_int, first_line, instantiate_component
+from vae_lightning.models.base import MODEL_CLASS
 
 SEED_MAX = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything uses
 TRAINER_PROBE = {"callbacks": [], "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
@@ -45,6 +46,13 @@ def check_run_settings(cfg: DictConfig) -> None:
         check_int("eval.iw_samples", _select(cfg, "eval.iw_samples"), low=1, example=5000)
     max_epochs = check_int("trainer.max_epochs", _select(cfg, "trainer.max_epochs"), low=-1, example=50,
                            note=" (-1 trains until stopped)")
+    if max_epochs == 0:
+        raise SettingError("trainer.max_epochs", 0, "trains nothing: give a number of epochs >= 1 (or -1 to train until "
+                           "stopped)")
+    limit_train = _select(cfg, "trainer.limit_train_batches")
+    if limit_train is not None and not isinstance(limit_train, bool) and limit_train == 0:
+        raise SettingError("trainer.limit_train_batches", limit_train, "trains nothing: give a fraction in (0, 1], a "
+                           "number of batches >= 1, or null for all")
     for key, low in (("gradient_clip_val", 0), ("log_every_n_steps", 1), ("num_sanity_val_steps", -1)):
         value = _select(cfg, f"trainer.{key}")
         if value is not None:
@@ -199,14 +207,63 @@ def checkpoint_to_resume(cfg: DictConfig) -> tuple[str | None, int | None]:
                     "start a new run, or copy an intact checkpoint there")
 
 
+ARCHITECTURE = ("net", "prior", "posterior", "latent_dim", "latent_dims", "hidden_dims", "input_shape")
+
+
 def check_checkpoint_fits(ckpt_path: str, model) -> None:
-    """A checkpoint to start from must hold a model of the same shape as the configured one."""
+    """A checkpoint to start from must hold a model of the same class and shape as the configured one."""
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    trained, now = ckpt.get(MODEL_CLASS), f"{type(model).__module__}.{type(model).__qualname__}"
+    if trained is not None and trained != now:
+        raise UserError(f"ckpt_path={ckpt_path} holds a {trained.rsplit('.', 1)[-1]} but this run's model is "
+                        f"{now.rsplit('.', 1)[-1]}: choose the same model=..., or start without ckpt_path")
     saved = ckpt.get("hyper_parameters", {})
-    for key in ("net", "latent_dim", "input_shape"):
-        if key in saved and saved[key] != model.hparams[key]:
-            now = model.hparams[key]
+    for key in ARCHITECTURE:
+        if key in saved and key in model.hparams and saved[key] != model.hparams[key]:
             raise UserError(
-                f"ckpt_path={ckpt_path} holds a model with model.{key}={saved[key]}, but this run's is {now}: "
-                "drop the model overrides, or start without ckpt_path"
+                f"ckpt_path={ckpt_path} holds a model with model.{key}={saved[key]}, but this run's is "
+                f"{model.hparams[key]}: drop the model overrides, or start without ckpt_path"
             )
+
+
+RESUME_KEEPS = ("model", "optimizer", "scheduler", "data", "seed")  # what a resumed run must keep (paths aside)
+MOVABLE = ("root", "path", "download", "on_device", "num_workers")  # where the data is may change
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat
+
+
+def check_resume_keeps_settings(ckpt_path: str, config: dict) -> None:
+    """resume=true continues a run: a setting that defines its result (model, optimizer, scheduler, data, seed) must
+    be the one it was trained with (its checkpoint's ``run_config``), or the run would continue with the old value
+    while its records say the new one. ``trainer.max_epochs`` may grow; where the data lies may change."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    saved = ckpt.get("run_config") if isinstance(ckpt, dict) else None
+    if not saved:
+        return
+    before = {k: v for k, v in _flat({s: saved.get(s) for s in RESUME_KEEPS}).items()}
+    now = {k: v for k, v in _flat({s: config.get(s) for s in RESUME_KEEPS}).items()}
+    for key in sorted(set(before) | set(now)):
+        if key.rsplit(".", 1)[-1] in MOVABLE or before.get(key) == now.get(key):
+            continue
+        raise UserError(
+            f"resume=true continues a run trained with {key}={before.get(key)}, but this command gives {key}="
+            f"{now.get(key)}: drop that override to continue the run, or start a new run (another hydra.run.dir) with it"
+        )
+
+
+def check_checkpoint_trains_more(ckpt_path: str, max_epochs: int) -> None:
+    """ckpt_path=<a checkpoint that ended epoch N> with trainer.max_epochs <= N+1 would train nothing."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    done = int(ckpt.get("epoch", -1)) + 1
+    if max_epochs != -1 and done >= max_epochs:
+        raise UserError(
+            f"ckpt_path={ckpt_path} ends epoch {done} but trainer.max_epochs={max_epochs}: nothing would be trained; "
+            f"set trainer.max_epochs above {done} (the total number of epochs, counting those in the checkpoint)"
+        )

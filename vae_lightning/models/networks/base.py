@@ -1,7 +1,7 @@
 """The network interface: what a VAE network takes and returns, and all the rest of the template relies on.
 
 A network is a component: ``conf/model/net/<name>.yaml`` names its class with ``_target_`` and lists its
-own settings; ``VAEModule`` builds it as ``Net(input_shape=..., latent_dim=..., **settings)``, where
+own settings; the model (``models/vae.py``) builds it as ``Net(input_shape=..., latent_dim=..., **settings)``, where
 ``input_shape`` comes from the data and ``latent_dim`` from ``model.latent_dim``.
 
     encode(x)  x: (B, C, H, W) normalized images  ->  (mu, logvar), each (B, latent_dim):
@@ -10,8 +10,9 @@ own settings; ``VAEModule`` builds it as ``Net(input_shape=..., latent_dim=..., 
                activation, which belongs to the likelihood (``model.loss``): sigmoid for bce/cb, a
                sigmoid scaled to the data range for mse. So a network never needs to know the pixel range.
 
-Only ``VAEModule`` calls a network. Callbacks, eval, sample and notebooks use the module's methods
-(``encode``, ``decode``, ``reconstruct``, ``log_likelihood``, ``losses``), never the network's layers.
+Only the model calls a network. Callbacks, eval, sample and notebooks use the model's methods (``models/base.py``:
+``encode``, ``decode``, ``reconstruct``, ``log_weights``, ``losses``), never the network's layers. The posterior
+component (``model/posterior``) draws z from the network's (mu, logvar).
 A network checks its own settings in its constructor and raises ``SettingError(name, value, problem)``;
 the error then reads ``model.net.<name>=<value> <problem>`` on the command line.
 """
