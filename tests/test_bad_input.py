@@ -160,6 +160,8 @@ def table(tiny_mnist: Path, tmp: Path, ckpt: Path) -> dict[str, tuple[str, list[
         "conv layers too deep": (TRAIN, [root, "model/net=conv", "model.net.channels=[8,16,32]"], "model.net.channels=[8, 16, 32] halves the 28x28 images 3 times", pre),
         "zero epochs": (TRAIN, [root, "trainer.max_epochs=0"], "trainer.max_epochs=0 trains nothing: give a number of epochs >= 1", pre),
         "zero training batches": (TRAIN, [root, "trainer.limit_train_batches=0"], "trainer.limit_train_batches=0 trains nothing", pre),
+        "sample grid of no columns": (TRAIN, [root, "callbacks.sample_grid.nrow=0"], "callbacks.sample_grid.nrow=0 must be >= 1", run),
+        "no reconstructions": (TRAIN, [root, "callbacks.reconstructions.num_images=-1"], "callbacks.reconstructions.num_images=-1 must be >= 1", run),
         "unknown model option": (TRAIN, [root, "model=vamp"], "model=vamp is not a model option: choose one of hiwae, hvae, iwae, vae", pre),
         "unknown prior option": (TRAIN, [root, "model/prior=gauss"], "model/prior=gauss is not a model/prior option: choose one of mog, normal, vamp", pre),
         "prior without components": (TRAIN, [root, "model/prior=mog", "model.prior.components=0"], "model.prior.components=0 must be >= 1", pre),

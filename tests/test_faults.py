@@ -72,6 +72,13 @@ class PauseInSetup(Callback):
             time.sleep(120)
 
 
+class BuggyCallback(Callback):
+    """Test instrumentation: a researcher's callback whose constructor has a bug."""
+
+    def __init__(self, every: int = 2) -> None:
+        self.schedule = [0] * every + None
+
+
 class FailOnTest(Callback):
     """Test instrumentation: the test pass fails, as when a run is killed (or a disk fails) after its fit."""
 
@@ -418,3 +425,10 @@ def test_two_sweeps_in_one_folder_never_train_in_the_same_job_folder(tiny_mnist,
     finally:
         first.kill()
         first.wait()
+
+
+def test_a_bug_in_a_researchers_callback_shows_its_traceback(tiny_mnist, tmp_path):
+    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={tmp_path / 'run'}",
+                     *callback_overrides("mine", BuggyCallback))
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "self.schedule = [0] * every + None" in proc.stderr
+    assert "check the callbacks.mine" not in proc.stderr

@@ -178,11 +178,16 @@ def log_traceback(exc: BaseException) -> None:
 
 
 def report(exc: BaseException) -> UserError:
-    """Log the traceback; return the user's one-line error, or re-raise a genuine bug (or with HYDRA_FULL_ERROR=1)."""
+    """Log the traceback; return the user's one-line error. A genuine bug (in the template or in a researcher's own
+    code) prints its whole traceback and exits 1, rather than Hydra's one-line summary of it; with
+    HYDRA_FULL_ERROR=1 every error is re-raised."""
     log_traceback(exc)
     error = user_error(exc)
-    if error is None or full_error():
+    if full_error():
         raise exc
+    if error is None:
+        traceback.print_exception(exc)
+        sys.exit(1)
     return error
 
 

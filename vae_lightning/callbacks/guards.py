@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from vae_lightning.errors import UserError
+from vae_lightning.errors import UserError, check_int
 
 
 class Diverged(UserError):
@@ -25,6 +25,8 @@ class DivergenceGuard(Callback):
     """
 
     def __init__(self, check_every_n_steps: int | None = None) -> None:
+        if check_every_n_steps is not None:
+            check_int("check_every_n_steps", check_every_n_steps, low=1, example=50, note=" (or null)")
         self.check_every_n_steps = check_every_n_steps
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -9,6 +9,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
 from vae_lightning.callbacks.tensorboard import epoch_step, tensorboard
+from vae_lightning.errors import check_int
 
 
 def publish(trainer: L.Trainer, tag: str, grid: torch.Tensor, png_dir: str | None) -> None:
@@ -30,6 +31,9 @@ class SampleGrid(L.Callback):
 
     def __init__(self, num_samples: int = 256, nrow: int = 16, seed: int = 0, tag: str = "samples",
                  png_dir: str | None = None):
+        check_int("num_samples", num_samples, low=1, example=256)
+        check_int("nrow", nrow, low=1, example=16)
+        check_int("seed", seed, low=0, example=0)
         self.num_samples, self.nrow, self.seed, self.tag, self.png_dir = num_samples, nrow, seed, tag, png_dir
 
     def latents(self, model) -> torch.Tensor:
@@ -47,7 +51,7 @@ class Reconstructions(L.Callback):
     """Every epoch, log the first validation images (top row) above their reconstructions (bottom row)."""
 
     def __init__(self, num_images: int = 16, tag: str = "reconstructions", png_dir: str | None = None):
-        self.num_images, self.tag, self.png_dir = num_images, tag, png_dir
+        self.num_images, self.tag, self.png_dir = check_int("num_images", num_images, low=1, example=16), tag, png_dir
         self.inputs: torch.Tensor | None = None
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):

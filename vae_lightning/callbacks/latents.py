@@ -5,6 +5,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from vae_lightning.callbacks.tensorboard import epoch_step, tensorboard
+from vae_lightning.errors import check_int
 from vae_lightning.models.metrics import ACTIVE_UNIT_THRESHOLD
 
 
@@ -66,7 +67,8 @@ class LatentEmbedding(L.Callback):
     with their class names and image sprites (a random subset of ``num_points``, fixed by ``seed``)."""
 
     def __init__(self, num_points: int = 1000, seed: int = 0, tag: str = "test_mu"):
-        self.num_points, self.seed, self.tag = num_points, seed, tag
+        check_int("num_points", num_points, low=1, example=1000)
+        self.num_points, self.seed, self.tag = num_points, check_int("seed", seed, low=0, example=0), tag
 
     @rank_zero_only
     @torch.no_grad()

@@ -128,13 +128,19 @@ def quiet(loggers=("lightning.pytorch", "lightning.fabric")):
             log.setLevel(level)
 
 
+LIBRARIES = ("lightning.", "pytorch_lightning.", "torch.", "torchmetrics.")
+
+
 def build_library_component(config: DictConfig, where: str, **kwargs):
-    """``instantiate``, with what the library refuses (Lightning's MisconfigurationException, a ValueError...)
-    as a UserError naming the setting under ``where`` (e.g. ``callbacks.model_checkpoint``)."""
+    """``instantiate``, with what a library class refuses (Lightning's MisconfigurationException, a ValueError...)
+    as a UserError naming the setting under ``where`` (e.g. ``callbacks.model_checkpoint``). A class of the
+    project or of its user brings its own checks (SettingError): anything else it raises is a bug, whose
+    traceback is shown."""
     try:
         return instantiate_component(config, where, **kwargs)
     except InstantiationException as e:
-        if isinstance(e.__cause__, (ValueError, TypeError, MisconfigurationException)):
+        library = str(config.get("_target_", "")).startswith(LIBRARIES)
+        if library and isinstance(e.__cause__, (ValueError, TypeError, MisconfigurationException)):
             raise refused(where, config, e.__cause__) from None
         raise
 
