@@ -81,6 +81,7 @@ def make_files(tmp: Path) -> None:
     (earlier / "metrics.json").write_text('{"metrics": {"val/loss": 101.5}}\n')
     np.savez(tmp / "floats.npz", x_train=np.full((50, 8, 8), 2.0, np.float32))
     np.savez(tmp / "no_x.npz", images=np.zeros((5, 8, 8), np.uint8))
+    np.savez(tmp / "masks.npz", x_train=(np.random.default_rng(0).random((50, 8, 8)) > 0.5).astype(np.uint8))
     damaged_root(tmp / "trunc", truncate)
     damaged_root(tmp / "magic", wrong_magic)
 
@@ -162,6 +163,10 @@ def table(tiny_mnist: Path, tmp: Path, ckpt: Path) -> dict[str, tuple[str, list[
         "zero training batches": (TRAIN, [root, "trainer.limit_train_batches=0"], "trainer.limit_train_batches=0 trains nothing", pre),
         "sample grid of no columns": (TRAIN, [root, "callbacks.sample_grid.nrow=0"], "callbacks.sample_grid.nrow=0 must be >= 1", run),
         "no reconstructions": (TRAIN, [root, "callbacks.reconstructions.num_images=-1"], "callbacks.reconstructions.num_images=-1 must be >= 1", run),
+        "64-bit precision": (TRAIN, [root, "trainer.precision=64-true"], "trainer.precision=64-true is not supported: the likelihoods and bounds compute in fp32", pre),
+        "accumulate no batches": (TRAIN, [root, "+trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0 must be >= 1", pre),
+        "validate every 0 batches": (TRAIN, [root, "+trainer.val_check_interval=0"], "trainer.val_check_interval=0 must be > 0", pre),
+        "two nodes on one machine": (TRAIN, [root, "+trainer.num_nodes=2"], "trainer.num_nodes=2 needs one process per node started by a launcher", pre),
         "unknown model option": (TRAIN, [root, "model=vamp"], "model=vamp is not a model option: choose one of hiwae, hvae, iwae, vae", pre),
         "unknown prior option": (TRAIN, [root, "model/prior=gauss"], "model/prior=gauss is not a model/prior option: choose one of mog, normal, vamp", pre),
         "prior without components": (TRAIN, [root, "model/prior=mog", "model.prior.components=0"], "model.prior.components=0 must be >= 1", pre),
@@ -178,6 +183,8 @@ def table(tiny_mnist: Path, tmp: Path, ckpt: Path) -> dict[str, tuple[str, list[
         "arrays without a path": (TRAIN, ["data=arrays"], "data.path is required (its config says ???): set data.path=...", pre),
         "arrays path missing": (TRAIN, ["data=arrays", f"data.path={missing}.npz"], f"data.path={missing}.npz does not exist", pre),
         "arrays without x_train": (TRAIN, ["data=arrays", f"data.path={no_x}"], f"{no_x} has no array x_train (it holds: images)", pre),
+        "arrays of 0/1 uint8 masks": (TRAIN, ["data=arrays", f"data.path={tmp / 'masks.npz'}", "data.val_size=5", "data.test_size=5"],
+                                      f"{tmp / 'masks.npz'}: x_train is uint8 with values 0 and 1 only, which read as black images", run),
         "arrays floats out of range": (TRAIN, ["data=arrays", f"data.path={npz}", "data.val_size=5", "data.test_size=5"],
                                        f"{npz}: x_train holds floats in [2, 2]: scale them to [0, 1]", run),
         "image folder missing": (TRAIN, ["data=image_folder", f"data.root={missing}"], f"data.root={missing} does not exist", pre),
@@ -222,6 +229,7 @@ def table(tiny_mnist: Path, tmp: Path, ckpt: Path) -> dict[str, tuple[str, list[
         "eval: a model setting": (EVAL, [ck, "model.latent_dim=5"], "model.latent_dim is not a setting here: the checkpoint fixes the model", pre),
         "eval: a model setting, appended": (EVAL, [ck, "+model.latent_dim=5"], "model.latent_dim=5 conflicts with ckpt_path=", run),
         "eval: range-changing data": (EVAL, [ck, "data.mean=0.5", "data.std=0.5"], "data.mean=0.5 data.std=0.5 put pixels in [-1, 1]", run),
+        "sample: negative padding": (SAMPLE, [ck, "padding=-1"], "padding=-1 must be >= 0, e.g. padding=2", run),
         "eval: device=cuda": (EVAL, [ck, "device=cuda"], "device=cuda but no GPU is visible: use device=cpu (or auto)", run),
         "eval: device=cuda:0": (EVAL, [ck, "device=cuda:0"], "device=cuda:0 but no GPU is visible: use device=cpu (or auto)", run),
         "eval: device=banana": (EVAL, [ck, "device=banana"], "device=banana is not a device: use device=auto, cpu, cuda or cuda:N", run),

@@ -83,6 +83,7 @@ def run(cfg: DictConfig) -> Path:
     if cfg.get("nrow") is not None:
         check_int("nrow", cfg.nrow, low=1, note=" (or null for sqrt(n))")
     n, span = cfg.n, check_float("span", cfg.get("span"), low=0, low_ok=False, example=3)
+    check_int("padding", cfg.get("padding"), low=0, example=2)
     nrow = cfg.nrow if cfg.nrow is not None else max(1, math.isqrt(n))
     device = pick_device(cfg.device)
     model, config = load_model(cfg.ckpt_path, map_location=str(device), overrides=requested_overrides(cfg))

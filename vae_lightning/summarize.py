@@ -65,6 +65,8 @@ def read_row(job: Path) -> dict:
     metrics = result.get("metrics", {})
     if not isinstance(metrics, dict):
         metrics, damaged = {}, [*damaged, "metrics.json has no metrics"]
+    elif not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()):
+        metrics, damaged = {}, [*damaged, "metrics.json holds a metric that is not a number"]
     status = "damaged" if damaged else info.get("status") or ("completed" if result else "incomplete")
     row = {
         "job": job.name,

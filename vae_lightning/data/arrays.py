@@ -70,6 +70,9 @@ def to_images(where: str, array: np.ndarray) -> torch.Tensor:
     elif array.dtype != np.uint8:
         raise UserError(f"{where} has dtype {array.dtype}: store uint8 (0..255), e.g. x.astype(numpy.uint8), "
                         "or floats in [0, 1]")
+    elif array.size and int(array.max()) == 1:  # 0/1 masks (all zeros is black on purpose)
+        raise UserError(f"{where} is uint8 with values 0 and 1 only, which read as black images (uint8 means 0..255): "
+                        "store x * 255 as uint8, or x as floats in [0, 1]")
     images = torch.from_numpy(np.ascontiguousarray(array))
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2) if channels_last else images
     return images.contiguous()

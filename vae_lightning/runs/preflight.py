@@ -8,6 +8,7 @@ Also: which checkpoint a run continues from (``resume=true``: the newest intact 
 
 import contextlib
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -63,6 +64,16 @@ def check_run_settings(cfg: DictConfig) -> None:
             check_float(f"trainer.{key}", value, low=0, note=" (a fraction <= 1, a number of batches, or null for all)")
             if value > 1:
                 raise SettingError(f"trainer.{key}", value, "must be a fraction <= 1.0 or a whole number of batches")
+    if _select(cfg, "trainer.accumulate_grad_batches") is not None:
+        check_int("trainer.accumulate_grad_batches", _select(cfg, "trainer.accumulate_grad_batches"), low=1, example=1)
+    interval = _select(cfg, "trainer.val_check_interval")
+    if interval is not None:
+        check_float("trainer.val_check_interval", interval, low=0, low_ok=False,
+                    note=" (a fraction of an epoch, or a number of batches)")
+    if str(_select(cfg, "trainer.precision")) in ("64", "64-true", "double"):
+        raise SettingError("trainer.precision", _select(cfg, "trainer.precision"), "is not supported: the likelihoods "
+                           "and bounds compute in fp32; use 32-true, bf16-mixed or 16-mixed", plain=True)
+    check_nodes(cfg)
     every = _select(cfg, "trainer.check_val_every_n_epoch")
     if every is not None:
         check_int("trainer.check_val_every_n_epoch", every, low=1, example=1, note=" (or null)")
@@ -84,6 +95,23 @@ def check_run_settings(cfg: DictConfig) -> None:
         )
     if cfg.get("resume") and cfg.get("ckpt_path"):
         raise UserError(f"resume=true continues this run folder's last.ckpt, ckpt_path={cfg.ckpt_path} another: drop one of them")
+
+
+def check_nodes(cfg: DictConfig) -> None:
+    """trainer.num_nodes > 1 needs a launcher that started one process per node (srun, torchrun...): without one,
+    the first process would wait for the others forever."""
+    from lightning.fabric.plugins.environments import LSFEnvironment, SLURMEnvironment, TorchElasticEnvironment
+
+    nodes = _select(cfg, "trainer.num_nodes")
+    if nodes is None:
+        return
+    check_int("trainer.num_nodes", nodes, low=1, example=1)
+    launched = (SLURMEnvironment.detect(), TorchElasticEnvironment.detect(), LSFEnvironment.detect(),
+                "NODE_RANK" in os.environ)  # by hand (or Kubeflow's): NODE_RANK on every node
+    if nodes > 1 and not any(launched):
+        raise SettingError("trainer.num_nodes", nodes, "needs one process per node started by a launcher (SLURM's srun "
+                           "with trainer=slurm, torchrun, or by hand with NODE_RANK set), and none started this one: it "
+                           "would wait for the other nodes forever; use trainer.num_nodes=1 here", plain=True)
 
 
 def _named_setting(message: str, section: dict, prefix: str) -> str | None:
