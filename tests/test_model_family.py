@@ -207,11 +207,14 @@ def test_checkpoints_of_before_the_model_family_load_with_their_numbers(name):
 QUICK = [*TINY, "callbacks.latent_embedding.num_points=50"]
 
 
-def test_a_model_from_a_file_under_tests_trains_evaluates_and_samples(tiny_mnist, tmp_path):
+def test_a_model_and_a_prior_from_a_file_under_tests_train_evaluate_and_sample(tiny_mnist, tmp_path):
     run = tmp_path / "tcvae"
     proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={run}", *QUICK, "model._target_=tests.custom_models.BetaTCVAE",
-                     "+model.tc_weight=4.0", "model.latent_dim=6", "model.net.hidden_dims=[64]")
+                     "+model.tc_weight=4.0", "model.latent_dim=6", "model.net.hidden_dims=[64]",
+                     "model.prior._target_=tests.custom_models.LaplacePrior", "+model.prior.scale=0.5")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    hp = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
+    assert hp["prior"] == {"_target_": "tests.custom_models.LaplacePrior", "scale": 0.5} and hp["tc_weight"] == 4.0
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
     assert {"train/tc", "val/tc", "test/tc"} <= set(metrics) and metrics["val/loss"] < 0.6 * 784 * math.log(2)
     proc = run_module("vae_lightning.eval", f"ckpt_path={run}/checkpoints/last.ckpt", "eval.iw_samples=20")
@@ -222,15 +225,7 @@ def test_a_model_from_a_file_under_tests_trains_evaluates_and_samples(tiny_mnist
     assert proc.returncode == 0 and (tmp_path / "s.png").stat().st_size > 1000, proc.stderr[-3000:]
 
 
-def test_a_prior_from_a_file_under_tests_and_the_two_layer_model_from_the_command_line(tiny_mnist, tmp_path):
-    run = tmp_path / "laplace"
-    proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={run}", *QUICK, "model.latent_dim=4",
-                     "model.prior._target_=tests.custom_models.LaplacePrior", "+model.prior.scale=0.5",
-                     "model.net.hidden_dims=[64]", "trainer.max_epochs=1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    hp = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
-    assert hp["prior"] == {"_target_": "tests.custom_models.LaplacePrior", "scale": 0.5}
-
+def test_the_two_layer_model_with_the_vampprior_from_the_command_line(tiny_mnist, tmp_path):
     run = tmp_path / "hvae"
     proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={run}", *QUICK, "model=hvae", "model/prior=vamp",
                      "model.prior.components=20", "data.binarize=true")
