@@ -14,23 +14,18 @@ line naming the setting or file, what is wrong and what to do; a genuine bug sti
 import difflib
 import errno
 import logging
-import os
 import re
 import sys
 import traceback
 import warnings
 from pathlib import Path
 
-from vae_lightning.errors import UserError, exit_with, first_line
+from vae_lightning.errors import UserError, exit_with, first_line, full_error
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 HYDRA_FLAGS_WITHOUT_VALUE = {"-m", "--multirun", "--resolve"}
 # sections that an entry point's config leaves out on purpose, and why
 NOT_HERE = {"model": "the checkpoint fixes the model: drop the model.* overrides, or train a new model with them"}
-
-
-def full_error() -> bool:
-    return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
 def _overrides(argv: list[str]) -> list[str] | None:

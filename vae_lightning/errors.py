@@ -44,12 +44,17 @@ def first_line(error: BaseException) -> str:
     return " ".join(lines[0].split()) if lines else type(error).__name__
 
 
+def full_error() -> bool:
+    """HYDRA_FULL_ERROR=1: every error is re-raised for its full traceback (Hydra's own switch)."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
 def exit_with(error: UserError) -> NoReturn:
     """What an entry point does with a UserError: print its one line and exit 2.
 
     With HYDRA_FULL_ERROR=1 the error is re-raised instead, for the full traceback.
     """
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    if full_error():
         raise error
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -30,12 +29,11 @@ from vae_lightning.runs.checkpoints import AtomicCheckpointIO
 from vae_lightning.runs.folder import lock
 from vae_lightning.runs.preflight import (
     build_library_component,
-    check_checkpoint_fits,
-    check_checkpoint_trains_more,
+    check_checkpoint,
     check_library_components,
-    check_resume_keeps_settings,
     check_run_settings,
     checkpoint_to_resume,
+    readable_checkpoint,
 )
 from vae_lightning.runs.record import error_line, write_run_info
 from vae_lightning.runs.report import log_lightning_to_files, show_config, show_summary
@@ -101,8 +99,8 @@ def fit_progress(trainer: L.Trainer) -> tuple[int, int, str, float | None]:
     best = cb.best_model_path if cb else ""
     score = cb.best_model_score if cb else None
     last = Path(cb.dirpath) / "last.ckpt" if cb and cb.dirpath else None
-    if step == 0 and last is not None and last.is_file():
-        ckpt = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    ckpt = readable_checkpoint(last)[0] if step == 0 and last is not None and last.is_file() else None
+    if ckpt is not None:
         epochs, step = ckpt["epoch"] + 1, ckpt["global_step"]
         state = ckpt.get("callbacks", {}).get(cb.state_key, {})
         best, score = state.get("best_model_path") or best, state.get("best_model_score", score)
@@ -144,17 +142,13 @@ def train(cfg: DictConfig) -> dict:
     log_lightning_to_files()
     check_run_settings(cfg)
     run_dir = Path(cfg.paths.output_dir)
-    ckpt_path, step = checkpoint_to_resume(cfg)
+    ckpt_path, ckpt = checkpoint_to_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule, model, trainer = build(cfg, resume_step=step)
+    datamodule, model, trainer = build(cfg, resume_step=int(ckpt["global_step"]) if cfg.get("resume") else None)
     if trainer.is_global_zero and cfg.get("print_config", True):
         show_config(cfg, cfg.paths.output_dir)
     if ckpt_path:
-        check_checkpoint_fits(ckpt_path, model)
-        if cfg.get("resume"):
-            check_resume_keeps_settings(ckpt_path, model.run_config)
-        else:
-            check_checkpoint_trains_more(ckpt_path, cfg.trainer.max_epochs)
+        check_checkpoint(ckpt_path, ckpt, model, cfg)
     with settings_of("data"):
         datamodule.prepare_data()  # fail fast on missing or bad data, before the trainer starts
     record = finished_fit(cfg, run_dir)  # resume=true after a fault during the test pass: only the test is left

@@ -1,5 +1,6 @@
 """Callbacks that protect a long run: stop at the first NaN/inf, save a checkpoint on Ctrl-C."""
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -74,6 +75,6 @@ class InterruptCheckpoint(Callback):
             what = "interrupted" if isinstance(exception, KeyboardInterrupt) else "stopped by SIGTERM"
             print(
                 f"{what} at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {self.ckpt_path}; "
-                f"to continue, run the same command with hydra.run.dir={self.run_dir} resume=true",
+                f"to continue, run the same command with {shlex.quote(f'hydra.run.dir={self.run_dir}')} resume=true",
                 file=sys.stderr,
             )

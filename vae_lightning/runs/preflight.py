@@ -209,8 +209,8 @@ def readable_checkpoint(path: Path) -> tuple[dict | None, str]:
     return ckpt, ""
 
 
-def checkpoint_to_resume(cfg: DictConfig) -> tuple[str | None, int | None]:
-    """(checkpoint to start from, its global step). ``resume=true``: this run folder's ``last.ckpt``, or if
+def checkpoint_to_resume(cfg: DictConfig) -> tuple[str | None, dict | None]:
+    """(checkpoint to start from, its contents, memory-mapped). ``resume=true``: this run folder's ``last.ckpt``, or if
     that is damaged the newest intact checkpoint beside it (said on stderr); UserError when there is none."""
     path = cfg.get("ckpt_path")
     if not cfg.get("resume"):
@@ -221,7 +221,7 @@ def checkpoint_to_resume(cfg: DictConfig) -> tuple[str | None, int | None]:
         ckpt, why = readable_checkpoint(Path(str(path)))
         if ckpt is None:
             raise UserError(f"ckpt_path={path} is not a readable checkpoint ({why}): point it at a .ckpt written by training")
-        return str(path), None
+        return str(path), ckpt
     folder = Path(cfg.paths.output_dir) / "checkpoints"
     last = folder / "last.ckpt"
     candidates = sorted(folder.glob("*.ckpt"), key=lambda p: (p == last, p.stat().st_mtime), reverse=True)
@@ -236,17 +236,19 @@ def checkpoint_to_resume(cfg: DictConfig) -> tuple[str | None, int | None]:
         if damaged:
             print(f"warning: {', '.join(damaged)} cannot be read: resuming from {candidate} "
                   f"(epoch {ckpt.get('epoch')}, step {ckpt['global_step']})", flush=True)
-        return str(candidate), int(ckpt["global_step"])
+        return str(candidate), ckpt
     raise UserError(f"resume=true but no checkpoint in {folder} can be read ({'; '.join(damaged)}): "
                     "start a new run, or copy an intact checkpoint there")
 
 
 ARCHITECTURE = ("net", "prior", "posterior", "latent_dim", "latent_dims", "hidden_dims", "input_shape")
+RESUME_KEEPS = ("model", "optimizer", "scheduler", "data", "seed")  # what a resumed run must keep (paths aside)
+MOVABLE = ("root", "path", "download", "on_device", "num_workers")  # where the data is may change
 
 
-def check_checkpoint_fits(ckpt_path: str, model) -> None:
-    """A checkpoint to start from must hold a model of the same class and shape as the configured one."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+def check_checkpoint(ckpt_path: str, ckpt: dict, model, cfg: DictConfig) -> None:
+    """The checkpoint a run starts from must hold a model of the configured class and shape; with resume=true
+    the run must keep the settings it was trained with; with ckpt_path it must have epochs left to train."""
     trained, now = ckpt.get(MODEL_CLASS), f"{type(model).__module__}.{type(model).__qualname__}"
     if trained is not None and trained != now:
         raise UserError(f"ckpt_path={ckpt_path} holds a {trained.rsplit('.', 1)[-1]} but this run's model is "
@@ -258,10 +260,15 @@ def check_checkpoint_fits(ckpt_path: str, model) -> None:
                 f"ckpt_path={ckpt_path} holds a model with model.{key}={saved[key]}, but this run's is "
                 f"{model.hparams[key]}: drop the model overrides, or start without ckpt_path"
             )
-
-
-RESUME_KEEPS = ("model", "optimizer", "scheduler", "data", "seed")  # what a resumed run must keep (paths aside)
-MOVABLE = ("root", "path", "download", "on_device", "num_workers")  # where the data is may change
+    if cfg.get("resume"):
+        check_resume_keeps_settings(ckpt.get("run_config"), model.run_config)
+    else:
+        done, max_epochs = int(ckpt.get("epoch", -1)) + 1, cfg.trainer.max_epochs
+        if max_epochs != -1 and done >= max_epochs:
+            raise UserError(
+                f"ckpt_path={ckpt_path} ends epoch {done} but trainer.max_epochs={max_epochs}: nothing would be "
+                f"trained; set trainer.max_epochs above {done} (the total number of epochs, counting those in the checkpoint)"
+            )
 
 
 def _flat(tree, prefix: str = "") -> dict:
@@ -273,31 +280,18 @@ def _flat(tree, prefix: str = "") -> dict:
     return flat
 
 
-def check_resume_keeps_settings(ckpt_path: str, config: dict) -> None:
+def check_resume_keeps_settings(saved: dict | None, config: dict) -> None:
     """resume=true continues a run: a setting that defines its result (model, optimizer, scheduler, data, seed) must
     be the one it was trained with (its checkpoint's ``run_config``), or the run would continue with the old value
     while its records say the new one. ``trainer.max_epochs`` may grow; where the data lies may change."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    saved = ckpt.get("run_config") if isinstance(ckpt, dict) else None
     if not saved:
         return
-    before = {k: v for k, v in _flat({s: saved.get(s) for s in RESUME_KEEPS}).items()}
-    now = {k: v for k, v in _flat({s: config.get(s) for s in RESUME_KEEPS}).items()}
+    before = _flat({s: saved.get(s) for s in RESUME_KEEPS})
+    now = _flat({s: config.get(s) for s in RESUME_KEEPS})
     for key in sorted(set(before) | set(now)):
         if key.rsplit(".", 1)[-1] in MOVABLE or before.get(key) == now.get(key):
             continue
         raise UserError(
             f"resume=true continues a run trained with {key}={before.get(key)}, but this command gives {key}="
             f"{now.get(key)}: drop that override to continue the run, or start a new run (another hydra.run.dir) with it"
-        )
-
-
-def check_checkpoint_trains_more(ckpt_path: str, max_epochs: int) -> None:
-    """ckpt_path=<a checkpoint that ended epoch N> with trainer.max_epochs <= N+1 would train nothing."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    done = int(ckpt.get("epoch", -1)) + 1
-    if max_epochs != -1 and done >= max_epochs:
-        raise UserError(
-            f"ckpt_path={ckpt_path} ends epoch {done} but trainer.max_epochs={max_epochs}: nothing would be trained; "
-            f"set trainer.max_epochs above {done} (the total number of epochs, counting those in the checkpoint)"
         )
