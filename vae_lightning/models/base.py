@@ -7,7 +7,8 @@ What a model implements:
                                reparameterized draws z_i ~ q(z | x) per image (every stochastic layer)
     losses(x, kl_weight=None)  dict of batch means in nats per image: loss (the negative ELBO), recon, kl,
                                objective (what the gradient follows), the ``extra_terms`` it declares, and
-                               optionally kl_dims (KL per latent dim) and codes (as ``codes``)
+                               optionally kl_dims (KL per latent dim) and, outside training, codes (as
+                               ``codes``, when they come for free; else validation calls ``codes``)
     codes(x)                   {layer name: posterior means (B, D_layer)}, the top layer last
     encode_gaussian(x)         (mu, logvar) of the top layer's Gaussian posterior (the VampPrior encodes with it)
     decode_logits(z)           top-layer z (B, latent_dim) -> the decoder's output for the likelihood

@@ -14,4 +14,4 @@ class HIWAE(HVAE):
 
     def losses(self, x, kl_weight=None):
         beta = self.hparams.kl_weight if kl_weight is None else kl_weight
-        return {**iw_bound(*self.log_weight_terms(x, self.hparams.k), beta), "codes": self.codes(x)}
+        return iw_bound(*self.log_weight_terms(x, self.hparams.k), beta)

@@ -113,4 +113,4 @@ class HVAE(BaseVAE):
         beta = self.hparams.kl_weight if kl_weight is None else kl_weight
         log_px_z, log_ratio = self.log_weight_terms(x, 1)
         recon, kl = -log_px_z.mean(), -log_ratio.mean()
-        return {"loss": recon + kl, "recon": recon, "kl": kl, "objective": recon + beta * kl, "codes": self.codes(x)}
+        return {"loss": recon + kl, "recon": recon, "kl": kl, "objective": recon + beta * kl}

@@ -21,7 +21,7 @@ class IWAE(VAE):
         mu, logvar = self.net.posterior(x)
         log_px_z, log_ratio = self.weight_terms(x, mu, logvar, self.hparams.k)
         out = iw_bound(log_px_z, log_ratio, beta)
-        if self.analytic_kl:
-            kl_dims = self.prior.kl_dims(mu, logvar).mean(0)
-            out.update(kl=kl_dims.sum(), loss=out["recon"] + kl_dims.sum(), kl_dims=kl_dims)
-        return {**out, "codes": {"z": self.posterior.mean(mu, logvar)}}
+        if self.analytic_kl:  # the closed form where there is one, as model=vae logs it
+            kl, kl_dims = self.kl_terms(mu, logvar, None, None)
+            out.update(kl=kl, loss=out["recon"] + kl, kl_dims=kl_dims)
+        return {**out, "codes": self.codes_from(mu, logvar)}

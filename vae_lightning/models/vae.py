@@ -79,6 +79,9 @@ class VAE(BaseVAE):
         recon = self.likelihood.nll(self.net.decode(z), x).mean()
         kl, kl_dims = self.kl_terms(mu, logvar, z, log_q)
         penalty = kl if kl_dims is None else kl_dims.clamp(min=self.hparams.free_bits).sum()
-        codes = {"z": self.posterior.mean(mu, logvar)}
         return {"loss": recon + kl, "recon": recon, "kl": kl, "objective": recon + beta * penalty, "kl_dims": kl_dims,
-                "codes": codes}
+                "codes": self.codes_from(mu, logvar)}
+
+    def codes_from(self, mu, logvar) -> dict | None:
+        """The codes of a validation batch from its posterior (not computed while training: nobody reads them)."""
+        return None if self.training else {"z": self.posterior.mean(mu, logvar)}
