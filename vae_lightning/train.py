@@ -126,9 +126,9 @@ def read_record(run_dir: Path) -> dict | None:
 def finished_fit(cfg: DictConfig, run_dir: Path) -> dict | None:
     """resume=true on a run whose fit already reached trainer.max_epochs: its record (metrics.json), kept as it is."""
     record = read_record(run_dir) if cfg.get("resume") else None
-    max_epochs = cfg.trainer.max_epochs
-    if record is None or max_epochs == -1 or int(record.get("epochs") or 0) < max_epochs:
-        return None
+    epochs, max_epochs = (record or {}).get("epochs"), cfg.trainer.max_epochs
+    if not isinstance(epochs, int) or max_epochs == -1 or epochs < max_epochs:
+        return None  # no record (or a damaged one): the fit goes on, and writes it anew
     return record
 
 
