@@ -31,7 +31,7 @@ from vae_lightning.data.in_memory import normalize  # noqa: E402
 from vae_lightning.data.mnist import MNISTDataModule  # noqa: E402
 from vae_lightning.models import VAE  # noqa: E402
 from vae_lightning.resolvers import register_resolvers  # noqa: E402
-from vae_lightning.train import build  # noqa: E402
+from vae_lightning.runs.build import build_run  # noqa: E402
 
 SEED = 42
 NAME_WIDTH = 66
@@ -155,7 +155,7 @@ class EpochTimer(L.Callback):
 
 
 def lightning_run(args, device, batch_size, validate, *overrides, default_command=False):
-    """(c) vae_lightning through the entry point's build(): Trainer, DataModule, logging, checkpoints.
+    """(c) vae_lightning through the entry point's build_run(): Trainer, DataModule, logging, checkpoints.
 
     ``default_command``: (d), everything the default ``python -m vae_lightning.train`` has on: the progress bar,
     the model summary, every callback and the logger; only the test pass after training is left out.
@@ -180,7 +180,8 @@ def _lightning_run(args, device, batch_size, validate, out, *overrides, default_
             ],
         )
     L.seed_everything(SEED, verbose=False)
-    datamodule, model, trainer = build(cfg)
+    run = build_run(cfg)
+    datamodule, model, trainer = run.datamodule, run.model, run.trainer
     timer = EpochTimer()
     trainer.callbacks.append(timer)
     trainer.fit(model, datamodule=datamodule)

@@ -7,9 +7,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO
-from vae_lightning.errors import UserError
+from vae_lightning.errors import UserError, instantiate_component
 from vae_lightning.resolvers import register_resolvers
-from vae_lightning.train import build_components, check_run_settings
+from vae_lightning.runs.build import build_model
+from vae_lightning.runs.preflight import check_run_settings
 
 register_resolvers()
 
@@ -17,7 +18,8 @@ register_resolvers()
 def check_config(cfg):
     """What train.py refuses before a run starts: its own settings, then every component as it is built."""
     check_run_settings(cfg)
-    return build_components(cfg)
+    datamodule = instantiate_component(cfg.data, "data")
+    return datamodule, build_model(cfg, datamodule)
 
 
 def cfg_with(*overrides: str):

@@ -96,7 +96,7 @@ def test_srun_tasks_train_as_the_ranks_of_one_run_under_trainer_slurm(tiny_mnist
     assert [(r["world_size"], r["batch_size"]) for r in ranks] == [(2, 16), (2, 16)]  # two ranks, not two runs
     seen = ranks[0]["train_indices"][0] + ranks[1]["train_indices"][0]
     assert len(seen) == len(set(seen)) == 500
-    assert result["hparams"]["trainer"]["devices"] == 2 and result["hparams"]["trainer"]["strategy"] == "ddp"
+    assert result["hparams"]["trainer.devices"] == 2 and result["hparams"]["trainer.strategy"] == "ddp"
     assert sorted(p.name for p in (runs[0] / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
     assert json.loads((runs[0] / "run_info.json").read_text())["status"] == "completed"
     assert not (runs[0] / ".lock").exists()

@@ -235,6 +235,21 @@ class PauseUntilSigterm(Callback):
                 time.sleep(0.05)
 
 
+class PauseEachUntilSigterm(Callback):
+    """Test instrumentation for processes that train side by side: at (epoch, batch) each touches
+    ``<folder>/<its pid>`` and waits until Lightning has seen a SIGTERM."""
+
+    def __init__(self, epoch: int, batch: int, folder: str) -> None:
+        self.epoch, self.batch, self.folder = epoch, batch, Path(folder)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            (self.folder / str(os.getpid())).touch()
+            deadline = time.monotonic() + 120
+            while not trainer.received_sigterm and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
 class DiskFullAt(Callback):
     """Test instrumentation: the checkpoint save at ``step`` fails as on a full disk."""
 
@@ -288,7 +303,8 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_newest_intact_one(tiny_mnis
     (run / "checkpoints" / ".last.ckpt.99999.tmp").write_bytes(b"half a checkpoint of a killed run")
     proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true", "trainer.max_epochs=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "warning: last.ckpt (" in proc.stdout and "resuming from" in proc.stdout and "best-epoch" in proc.stdout
+    assert "warning: last.ckpt is not a readable checkpoint (" in proc.stdout
+    assert "resuming from" in proc.stdout and "best-epoch" in proc.stdout
     assert torch.load(last, weights_only=True)["global_step"] == 3 * STEPS_PER_EPOCH  # rewritten, intact
     assert not list((run / "checkpoints").glob(".*.tmp"))  # the killed run's half file is gone
     assert all_checkpoints_load(run)
@@ -429,3 +445,44 @@ def test_a_bug_in_a_researchers_callback_shows_its_traceback(tiny_mnist, tmp_pat
                      *callback_overrides("mine", BuggyCallback))
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "self.schedule = [0] * every + None" in proc.stderr
     assert "check the callbacks.mine" not in proc.stderr
+
+
+def test_sigterm_to_a_parallel_sweep_reaches_every_job_and_each_saves(tiny_mnist, tmp_path):
+    """hydra/launcher=joblib trains the jobs in worker processes: SIGTERM to the command stops them all, each
+    saving its last.ckpt and recording how to resume, and none is left training."""
+    sweep, paused = tmp_path / "sweep", tmp_path / "paused"
+    paused.mkdir()
+    proc = start_train("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}",
+                       f"data.root={tiny_mnist}", *QUICK, "seed=1,2",
+                       *callback_overrides("pause", PauseEachUntilSigterm, epoch=0, batch=3, folder=paused))
+    deadline = time.monotonic() + 240
+    while len(list(paused.iterdir())) < 2:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the jobs never reached the pause point"
+        time.sleep(0.1)
+    workers = [int(p.name) for p in paused.iterdir()]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 143, err[-3000:]
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "run_info.json").read_text())["status"] == "interrupted", err[-3000:]
+        assert torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+        assert f"hydra.run.dir={sweep / job} resume=true" in err
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)  # no worker left training
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_real_full_disk_inside_torch_save_names_the_checkpoint_in_one_line(tmp_path):
+    """torch's writer on a full device (/dev/full) fails with an OSError that names no file (its own 'unexpected
+    pos' RuntimeError as the context): the save names the checkpoint, and the boundary makes it one line."""
+    from vae_lightning import boundary
+    from vae_lightning.files import writing
+
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    with pytest.raises(OSError) as raised:
+        with writing(target), open("/dev/full", "wb") as f:
+            torch.save({"w": torch.zeros(100_000)}, f)
+            f.flush()
+    assert raised.value.errno == 28 and raised.value.filename == str(target)
+    line = str(boundary.user_error(raised.value))
+    assert line.startswith(f"cannot use {target} (No space left on device): free some space"), line

@@ -231,7 +231,7 @@ def test_the_two_layer_model_with_the_vampprior_from_the_command_line(tiny_mnist
                      "model.prior.components=20", "data.binarize=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["hparams"]["model"]["_target_"] == "vae_lightning.models.HVAE"
+    assert metrics["hparams"]["model"] == "HVAE"
     assert metrics["metrics"]["val/loss"] < 0.6 * 784 * math.log(2)
     events = EventAccumulator(str(run / "tensorboard")).Reload()
     tags = set(events.Tags()["scalars"])

@@ -82,3 +82,18 @@ def test_compare_sweep_notebook_plots_every_run(tmp_path):
     text = outputs_text(nb)
     assert "2 runs, 0 failed" in text, text[-2000:]
     assert "| job | model.latent_dim | status |" in text, text[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["explore_vae.ipynb", "compare_sweep.ipynb"])
+def test_the_notebooks_run_with_their_shipped_parameters(tmp_path, name):
+    """Every shipped default (TRAIN_ARGS, SWEEP_ARGS, LATENT_DIM...) as it is; FAST=True only adds a few batches per
+    epoch on top, so a default that no longer composes fails here."""
+    out = tmp_path / "figures"
+    nb = execute(name, {"OUT_DIR": str(out), "WORK_DIR": str(tmp_path / "work"), "FAST": True})
+    shipped = nbformat.read(NOTEBOOKS / name, as_version=4).cells[1].source
+    assert "FAST = False" in shipped  # the notebook as a user opens it trains in full
+    figures = sorted(p.name for p in out.glob("*.png"))
+    assert figures, outputs_text(nb)[-2000:]
+    for path in out.glob("*.png"):
+        assert_rendered(path)

@@ -37,7 +37,7 @@ def test_run_folder_holds_config_checkpoints_and_metrics(tiny_run):
     for key in SCALARS + ["test/loss", "best/val_loss"]:
         assert key in metrics["metrics"], key
     assert metrics["epochs"] == 3 and metrics["global_step"] == 3 * 16  # ceil(500 / 32) steps per epoch
-    assert metrics["hparams"]["model"]["latent_dim"] == 20 and metrics["hparams"]["data"]["batch_size"] == 32
+    assert metrics["hparams"]["model.latent_dim"] == 20 and metrics["hparams"]["data.batch_size"] == 32
     ckpt = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["run_config"]["model"]["loss"] == "bce" and ckpt["hyper_parameters"]["latent_dim"] == 20
 
@@ -164,3 +164,15 @@ def test_a_default_run_prints_no_dependency_noise(tiny_mnist, tmp_path):
     out = proc.stdout + proc.stderr
     for noise in ("litlogger", "LeafSpec", "not supported by the model summary", "Warning", "deprecated"):
         assert noise not in out, (noise, out[-3000:])
+
+
+def test_a_training_start_builds_each_component_once(tiny_mnist, tmp_path):
+    """The command line's checks and the run use the same objects: one network, one data module, one callback."""
+    counts = tmp_path / "built.txt"
+    proc = run_train(f"data.root={tiny_mnist}", *TINY, "trainer.max_epochs=1", "test=false",
+                     f"hydra.run.dir={tmp_path / 'run'}", "data._target_=tests.counting.CountingMNIST",
+                     "model.net._target_=tests.counting.CountingNet", "+callbacks.count._target_=tests.counting.CountingCallback",
+                     env={"COUNT_FILE": str(counts)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    built = [line.split()[0] for line in counts.read_text().splitlines()]
+    assert sorted(built) == ["callback", "data", "net"], built

@@ -7,9 +7,9 @@ A component (network, DataModule, the LightningModule) checks its constructor ar
 component brings its own checks and nothing else restates them.
 """
 
+import inspect
 import math
 import os
-import re
 import sys
 from contextlib import contextmanager
 from typing import NoReturn
@@ -74,8 +74,9 @@ def check_int(key: str, value, low: int | None = None, example=None, note: str =
     return value
 
 
-def check_float(key: str, value, low: float | None = None, low_ok: bool = True, example=None, note: str = "") -> float:
-    """``value`` must be a finite number >= ``low`` (> ``low`` unless ``low_ok``)."""
+def check_float(key: str, value, low: float | None = None, low_ok: bool = True, example=None, note: str = "",
+                high: float | None = None) -> float:
+    """``value`` must be a finite number >= ``low`` (> ``low`` unless ``low_ok``) and <= ``high``."""
     bound = "" if low is None else f" {'>=' if low_ok else '>'} {low:g}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SettingError(key, value, f"must be a number{bound}{note}{_example(example)}")
@@ -83,6 +84,8 @@ def check_float(key: str, value, low: float | None = None, low_ok: bool = True, 
         raise SettingError(key, value, f"must be a finite number{bound}{note}{_example(example)}")
     if low is not None and (value < low or (value == low and not low_ok)):
         raise SettingError(key, value, f"must be{bound}{note}{_example(example)}")
+    if high is not None and value > high:
+        raise SettingError(key, value, f"must be <= {high:g}{note}{_example(example)}")
     return float(value)
 
 
@@ -98,6 +101,21 @@ def check_choice(key: str, value, choices) -> str:
     return value
 
 
+def accepted_settings(cls: type) -> set[str] | None:
+    """The keyword arguments ``cls(...)`` takes, following ``**kwargs`` passed on to the base classes' ``__init__``;
+    None when some ``__init__`` on the way takes anything."""
+    names = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters.values()
+        names |= {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return names
+    return None
+
+
 @contextmanager
 def settings_of(where: str):
     """Inside, a component's SettingError is reported under its config path ``where`` (e.g. ``data``)."""
@@ -107,24 +125,38 @@ def settings_of(where: str):
         raise e.under(where) from None
 
 
+def unknown_setting(config, where: str) -> None:
+    """SettingError for a key of ``config`` that the class (or function) its ``_target_`` names does not take: a
+    typo, or a key left from another component. Read from the signature; a target that takes anything passes."""
+    from hydra.utils import get_object
+
+    try:
+        target = get_object(str(config.get("_target_")))
+    except Exception:  # not importable: instantiate says so
+        return
+    if isinstance(target, type):
+        accepted = accepted_settings(target)
+    else:
+        parameters = inspect.signature(target).parameters.values()
+        accepted = None if any(p.kind is p.VAR_KEYWORD for p in parameters) else {p.name for p in parameters}
+    for name in config:
+        if accepted is not None and not str(name).startswith("_") and name not in accepted:
+            raise SettingError(f"{where}.{name}", config[name], f"is not a setting of {target.__name__}: drop it "
+                               "with ~{key}, or fix its name", plain=not isinstance(config[name], str))
+
+
 def instantiate_component(config, where: str, **kwargs):
-    """``hydra.utils.instantiate(config, **kwargs)``, with the component's own SettingError reported under
-    its config path ``where`` (e.g. ``model``), any other UserError passed on as it is, and a setting the
-    class does not take (a typo, or a key left from another component) named as a setting."""
+    """``hydra.utils.instantiate(config, **kwargs)``, with a setting the class does not take named as a setting,
+    the component's own SettingError reported under its config path ``where`` (e.g. ``model``) and any other
+    UserError passed on as it is."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
+    unknown_setting(config, where)
     with settings_of(where):
         try:
             return instantiate(config, **kwargs)
         except InstantiationException as e:
-            cause = e.__cause__
-            if isinstance(cause, UserError):
-                raise cause from None
-            unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(cause)) if isinstance(cause, TypeError) else None
-            if unexpected and unexpected.group(1) in config:
-                name, target = unexpected.group(1), str(config.get("_target_", "?")).rsplit(".", 1)[-1]
-                raise SettingError(
-                    name, config[name], f"is not a setting of {target}: drop it with ~{{key}}, or fix its name"
-                ) from None
+            if isinstance(e.__cause__, UserError):
+                raise e.__cause__ from None
             raise

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from vae_lightning import cli
+from vae_lightning import boundary
 from vae_lightning.errors import check_choice, check_int, exit_with, settings_of
 from vae_lightning.files import output_file, write_json
 from vae_lightning.models.metrics import ACTIVE_UNIT_THRESHOLD, active_units, iw_log_likelihood
@@ -112,16 +112,16 @@ def run(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path=str(cli.CONF_DIR), config_name="eval")
+@hydra.main(version_base="1.3", config_path=str(boundary.CONF_DIR), config_name="eval")
 def hydra_main(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except Exception as e:
-        exit_with(cli.report(e))
+        exit_with(boundary.report(e))
 
 
 def main() -> None:
-    cli.run(hydra_main, "eval")
+    boundary.run(hydra_main, "eval")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from vae_lightning.errors import UserError
@@ -26,9 +27,31 @@ def output_file(value, key: str, default_name: str) -> Path:
     return path
 
 
+@contextmanager
+def writing(path: str | Path):
+    """Inside, an OSError (a full disk, a folder turned read-only) names ``path``: a write error of a stream, or
+    one that torch's writer wraps in a RuntimeError, often names no file."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from e
+    except RuntimeError as e:
+        cause = e.__cause__ or e.__context__
+        if not isinstance(cause, OSError):
+            raise
+        raise OSError(cause.errno, cause.strerror, str(path)) from e
+
+
 def write_json(path: str | Path, data: dict) -> None:
-    """Write ``data`` as sorted, indented JSON via a temp file and an atomic rename."""
+    """Write ``data`` as sorted, indented JSON via a temp file and an atomic rename (the old file stays whole if
+    the write fails)."""
     path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with writing(path):
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

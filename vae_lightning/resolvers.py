@@ -30,10 +30,6 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("tags_dict", lambda tags: {str(t): "true" for t in tags or []}, replace=True)
 
 
-SHAPES_RESULT = ("model", "optimizer", "scheduler", "data", "seed", "experiment", "trainer.max_epochs", "trainer.precision")
-NOT_RESULT = ("root", "path", "download", "on_device")
-
-
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (Linux: the avx512_bf16 or amx_bf16 flag). Elsewhere False: bf16
     emulated in software is slower than fp32."""
@@ -104,10 +100,8 @@ def run_label() -> str:
 
     if not HydraConfig.initialized():
         return ""
+    from vae_lightning.runs.record import defines_result
+
     hydra = HydraConfig.get()
-    chosen = []
-    for override in hydra.overrides.task:
-        key = override_key(override)
-        if key.startswith(SHAPES_RESULT) and not key.rsplit(".", 1)[-1].startswith(NOT_RESULT):
-            chosen.append(override)
+    chosen = [override for override in hydra.overrides.task if defines_result(override_key(override))]
     return " ".join(chosen) or Path(hydra.runtime.output_dir).name

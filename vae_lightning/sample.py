@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from torch.distributions import Normal
 from torchvision.utils import save_image
 
-from vae_lightning import cli
+from vae_lightning import boundary
 from vae_lightning.errors import UserError, check_choice, check_float, check_int, exit_with, settings_of
 from vae_lightning.files import output_file
 from vae_lightning.resolvers import register_resolvers
@@ -98,16 +98,16 @@ def run(cfg: DictConfig) -> Path:
     return out
 
 
-@hydra.main(version_base="1.3", config_path=str(cli.CONF_DIR), config_name="sample")
+@hydra.main(version_base="1.3", config_path=str(boundary.CONF_DIR), config_name="sample")
 def hydra_main(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except Exception as e:
-        exit_with(cli.report(e))
+        exit_with(boundary.report(e))
 
 
 def main() -> None:
-    cli.run(hydra_main, "sample")
+    boundary.run(hydra_main, "sample")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from vae_lightning.boundary import user_error
 from vae_lightning.callbacks.tensorboard import write_sweep_experiment
-from vae_lightning.cli import user_error
 from vae_lightning.runs.record import RUN_INFO
 
 METRICS = ("val/loss", "val/recon", "val/kl", "best/val_loss", "test/loss", "test/recon", "test/kl")

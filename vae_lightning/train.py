@@ -11,81 +11,22 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from vae_lightning import cli
-from vae_lightning.errors import (
-    UserError,
-    exit_with,
-    instantiate_component,
-    settings_of,
-)
+from vae_lightning import boundary
+from vae_lightning.errors import UserError, exit_with, settings_of
 from vae_lightning.files import write_json
 from vae_lightning.resolvers import register_resolvers
-from vae_lightning.runs.checkpoints import AtomicCheckpointIO
-from vae_lightning.runs.folder import lock
-from vae_lightning.runs.preflight import (
-    build_library_component,
-    check_checkpoint,
-    check_library_components,
-    check_run_settings,
-    checkpoint_to_resume,
-    readable_checkpoint,
-)
-from vae_lightning.runs.record import error_line, write_run_info
+from vae_lightning.runs.build import build_run, say_held, take_built
+from vae_lightning.runs.checkpoints import readable_checkpoint
+from vae_lightning.runs.folder import LOCK, lock
+from vae_lightning.runs.record import error_line, result_settings, write_run_info
 from vae_lightning.runs.report import log_lightning_to_files, show_config, show_summary
 
 register_resolvers()
 SIGTERM_EXIT = 128 + 15  # the shell's code for a process ended by SIGTERM
-
-
-def build_components(cfg: DictConfig):
-    """DataModule and LightningModule from the config, each checking its own settings as it is built (no data
-    is read): the model takes its image shape and pixel range from the data."""
-    datamodule = instantiate_component(cfg.data, "data")
-    scheduler = instantiate_component(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
-    model = instantiate_component(
-        cfg.model,
-        "model",
-        input_shape=datamodule.image_shape,
-        data_range=datamodule.data_range,
-        optimizer=instantiate_component(cfg.optimizer, "optimizer"),
-        scheduler=scheduler,
-    )
-    return datamodule, model
-
-
-def check_before_run(cfg: DictConfig) -> None:
-    """Everything that can be refused before the run folder is made and any data is read (the command line's
-    preflight, vae_lightning/cli.py): the run's settings, every component as it is built, torch's and
-    Lightning's own checks of the optimizer, scheduler and Trainer settings."""
-    check_run_settings(cfg)
-    build_components(cfg)
-    check_library_components(cfg)
-
-
-def build(cfg: DictConfig, resume_step: int | None = None):
-    """DataModule, LightningModule and Trainer from the composed config.
-
-    ``resume_step``: TensorBoard hides what an interrupted run logged from this step on, so a
-    resumed run's curves continue without duplicates.
-    """
-    datamodule, model = build_components(cfg)
-    model.run_config = OmegaConf.to_container(cfg, resolve=True)
-    chosen = dict(cfg.get("callbacks") or {})
-    if not cfg.trainer.get("enable_progress_bar", True):  # trainer.enable_progress_bar=false turns the bar off
-        chosen.pop("progress_bar", None)
-    callbacks = [build_library_component(c, f"callbacks.{name}") for name, c in chosen.items() if c]
-    loggers = []
-    for name, c in (cfg.get("logger") or {}).items():
-        if c:
-            purge = {"purge_step": resume_step} if resume_step and "TensorBoard" in c._target_ else {}
-            loggers.append(build_library_component(c, f"logger.{name}", **purge))
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
-    return datamodule, model, trainer
 
 
 def fit_progress(trainer: L.Trainer) -> tuple[int, int, str, float | None]:
@@ -105,13 +46,6 @@ def fit_progress(trainer: L.Trainer) -> tuple[int, int, str, float | None]:
         state = ckpt.get("callbacks", {}).get(cb.state_key, {})
         best, score = state.get("best_model_path") or best, state.get("best_model_score", score)
     return epochs, step, best, None if score is None else float(score)
-
-
-def hparams(config: dict) -> dict:
-    """The settings that define a run's result (no paths that change from run to run)."""
-    keep = {k: config.get(k) for k in ("seed", "model", "optimizer", "scheduler", "data")}
-    keep["trainer"] = {k: v for k, v in config["trainer"].items() if k not in ("_target_", "default_root_dir")}
-    return keep
 
 
 def read_record(run_dir: Path) -> dict | None:
@@ -140,17 +74,14 @@ def train(cfg: DictConfig) -> dict:
     killed during it); ``hydra_main`` answers a complete run without calling this."""
     started = time.perf_counter()
     log_lightning_to_files()
-    check_run_settings(cfg)
+    run = take_built() or build_run(cfg)  # a single run was built before its folder was made (runs/build.py)
+    datamodule, model, trainer, ckpt_path = run.datamodule, run.model, run.trainer, run.ckpt_path
     run_dir = Path(cfg.paths.output_dir)
-    ckpt_path, ckpt = checkpoint_to_resume(cfg)
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule, model, trainer = build(cfg, resume_step=int(ckpt["global_step"]) if cfg.get("resume") else None)
+    say_held(run)
     if trainer.is_global_zero and cfg.get("print_config", True):
         show_config(cfg, cfg.paths.output_dir)
-    if ckpt_path:
-        check_checkpoint(ckpt_path, ckpt, model, cfg)
     with settings_of("data"):
-        datamodule.prepare_data()  # fail fast on missing or bad data, before the trainer starts
+        datamodule.prepare_data()  # missing or damaged files: one line naming the file
     record = finished_fit(cfg, run_dir)  # resume=true after a fault during the test pass: only the test is left
     if record is None:
         record = fit(cfg, trainer, model, datamodule, ckpt_path)
@@ -186,14 +117,14 @@ def fit(cfg: DictConfig, trainer: L.Trainer, model, datamodule, ckpt_path: str |
         "best_checkpoint": Path(best).name if best else None,
         "run_name": cfg.get("run_name"),
         "tags": list(cfg.get("tags") or []),
-        "hparams": hparams(model.run_config),
+        "hparams": result_settings(model.run_config),
     }
     if trainer.is_global_zero:
         write_json(Path(cfg.paths.output_dir) / "metrics.json", record)
     return record
 
 
-@hydra.main(version_base="1.3", config_path=str(cli.CONF_DIR), config_name="train")
+@hydra.main(version_base="1.3", config_path=str(boundary.CONF_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     started, run_dir = time.perf_counter(), HydraConfig.get().runtime.output_dir
     metric = cfg.get("optimized_metric")
@@ -223,12 +154,15 @@ def run_and_record(cfg: DictConfig, run_dir: str, started: float, metric: str | 
         metrics = train(cfg)
     except SIGTERMException as e:  # InterruptCheckpoint saved last.ckpt and said how to resume
         write_run_info(run_dir, time.perf_counter() - started, e)
+        if boundary.in_sweep_worker():  # the worker process ends too (a pool would keep it waiting for jobs)
+            (Path(run_dir) / LOCK).unlink(missing_ok=True)
+            boundary.end_process(SIGTERM_EXIT)
         sys.exit(SIGTERM_EXIT)
     except Exception as e:
         write_run_info(run_dir, time.perf_counter() - started, e)
-        if sweep_job and not cli.full_error():
+        if sweep_job and not boundary.full_error():
             return failed_job(e)
-        exit_with(cli.report(e))
+        exit_with(boundary.report(e))
     write_run_info(run_dir, time.perf_counter() - started)
     return metrics.get(metric) if metric else None
 
@@ -238,8 +172,8 @@ def failed_job(error: Exception) -> float:
 
     Its row in the sweep's summary shows the error line (from run_info.json).
     """
-    cli.log_traceback(error)
-    user_error = cli.user_error(error)
+    boundary.log_traceback(error)
+    user_error = boundary.user_error(error)
     print(f"error: {error_line(user_error or error)}", file=sys.stderr)
     if user_error is None:
         traceback.print_exception(error)
@@ -247,7 +181,7 @@ def failed_job(error: Exception) -> float:
 
 
 def main() -> None:
-    cli.run(hydra_main, "train", check=check_before_run)
+    boundary.run(hydra_main, "train")
 
 
 if __name__ == "__main__":

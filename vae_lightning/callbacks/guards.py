@@ -38,7 +38,8 @@ class DivergenceGuard(Callback):
         if trainer.global_step % self.check_every_n_steps == 0 or trainer.is_last_batch:
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             if loss is not None and not torch.isfinite(loss).item():
-                self._stop(trainer, f"train/loss is {loss.item()}")
+                first = trainer.global_step <= 1 and trainer.current_epoch == 0 and batch_idx == 0
+                self._stop(trainer, f"train/loss is {loss.item()}", before_any_update=first)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         finite = torch.stack([p.detach().isfinite().all() for p in pl_module.parameters()]).all()
@@ -46,11 +47,15 @@ class DivergenceGuard(Callback):
             self._stop(trainer, "the weights hold NaN/inf")
 
     @staticmethod
-    def _stop(trainer: L.Trainer, what: str) -> None:
+    def _stop(trainer: L.Trainer, what: str, before_any_update: bool = False) -> None:
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint was saved before"
         precision = "" if trainer.precision == "32-true" else f" or use trainer.precision=32-true (now {trainer.precision})"
+        if before_any_update:  # the first batch's loss, computed with the initial weights: lr played no part
+            raise Diverged(f"the loss is not finite before the first update ({what}): not the learning rate but the "
+                           "data or the model's settings (model.*, data.mean/std) make it so; check them with "
+                           "--cfg job; nothing was saved")
         raise Diverged(
             f"training diverged at epoch {trainer.current_epoch}, step {trainer.global_step}: {what}; "
             f"lower optimizer.lr (now {lr:g}){precision}; {kept}"
@@ -73,8 +78,8 @@ class InterruptCheckpoint(Callback):
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.state.fn == "fit":
             trainer.save_checkpoint(self.ckpt_path)
             what = "interrupted" if isinstance(exception, KeyboardInterrupt) else "stopped by SIGTERM"
-            print(
+            sys.stderr.write(  # one write: processes stopped together (a sweep's workers) keep a line each
                 f"{what} at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {self.ckpt_path}; "
-                f"to continue, run the same command with {shlex.quote(f'hydra.run.dir={self.run_dir}')} resume=true",
-                file=sys.stderr,
+                f"to continue, run the same command with {shlex.quote(f'hydra.run.dir={self.run_dir}')} resume=true\n"
             )
+            sys.stderr.flush()

@@ -5,6 +5,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from vae_lightning.runs.record import result_settings
+
 
 def tensorboard(trainer: L.Trainer):
     """The SummaryWriter of the trainer's TensorBoardLogger, or None when there is none."""
@@ -20,34 +22,29 @@ def epoch_step(trainer: L.Trainer) -> int:
     return max(trainer.global_step - 1, 0)
 
 
-INCLUDE = ("model", "optimizer", "scheduler", "data", "seed", "trainer.max_epochs", "trainer.precision")
-LEAVE_OUT = ("root", "path", "download", "on_device", "num_workers", "foreach", "fused", "compile", "compile_mode")
 DEFINES_MODEL = ("model", "optimizer", "scheduler")  # columns shown first, beside the ones a sweep varies
 
 
 class HParams(L.Callback):
     """Write the run's hyperparameters to TensorBoard's HParams dashboard, with ``val/loss`` as its metric.
 
-    The values come from the run's composed config (``pl_module.run_config``), flattened to dotted keys,
-    limited to the sections in ``include`` and without paths and switches that do not change the result
-    (``data.root``, ``data.download``, ``optimizer.fused``...). Each run writes its session (values at the
+    The values are the settings that define the run's result (``runs.record.result_settings`` of
+    ``pl_module.run_config``: no paths or switches such as ``data.root``, ``optimizer.fused``).
+    Each run writes its session (values at the
     start, status at the end); TensorBoard then lists first the columns whose values differ between the
     runs it shows. When a sweep ends, ``write_sweep_experiment`` also puts the swept and model-defining
     settings first. The dashboard reads the real ``val/loss`` scalars the run logs.
     """
 
-    def __init__(self, include=INCLUDE, metrics=("val/loss",)):
-        self.include, self.metrics = tuple(include), tuple(metrics)
-
-    def params(self, config: dict) -> dict:
-        return hparams_of(config, self.include)
+    def __init__(self, metrics=("val/loss",)):
+        self.metrics = tuple(metrics)
 
     @rank_zero_only
     def on_fit_start(self, trainer, pl_module):
         writer = tensorboard(trainer)
         if writer is None or not pl_module.run_config:
             return
-        _, session_start, _ = hparams_summary(self.params(pl_module.run_config), {m: 0.0 for m in self.metrics})
+        _, session_start, _ = hparams_summary(hparams_of(result_settings(pl_module.run_config)), {m: 0.0 for m in self.metrics})
         writer.file_writer.add_summary(session_start)
 
     @rank_zero_only
@@ -58,29 +55,19 @@ class HParams(L.Callback):
             writer.flush()
 
 
-def hparams_of(config: dict, include=INCLUDE) -> dict:
-    """The config's hyperparameters as flat {dotted key: int | float | str | bool}, without paths and switches."""
-    chosen = {}
-    for key in include:
-        section, _, sub = key.partition(".")
-        if section in config and (not sub or (isinstance(config[section], dict) and sub in config[section])):
-            value = config[section][sub] if sub else config[section]
-            chosen.update(flatten(value, f"{key}.") if isinstance(value, dict) else {key: value})
-    return {
-        k: v if isinstance(v, (int, float, str, bool)) else str(v)
-        for k, v in chosen.items()
-        if not k.rsplit(".", 1)[-1].startswith(LEAVE_OUT)
-    }
+def hparams_of(settings: dict) -> dict:
+    """Flat settings as TensorBoard's types: int, float, str, bool (lists and None as text)."""
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in settings.items()}
 
 
-def write_sweep_experiment(sweep_dir, job_configs: list[dict], metrics=("val/loss", "test/loss")) -> dict:
+def write_sweep_experiment(sweep_dir, job_settings: list[dict], metrics=("val/loss", "test/loss")) -> dict:
     """The HParams dashboard's columns for a whole sweep, written into ``sweep_dir``: the settings the jobs
     vary and those that define the model first, then the rest (TensorBoard lists columns marked as differing
     first, each part by name). Returns {key: shown first}."""
     from tensorboard.plugins.hparams import plugin_data_pb2
     from torch.utils.tensorboard import SummaryWriter
 
-    params = [hparams_of(c) for c in job_configs]
+    params = [hparams_of(s) for s in job_settings]  # each job's metrics.json hparams
     keys = list(dict.fromkeys(k for p in params for k in p))
     if not keys:
         return {}
@@ -96,23 +83,3 @@ def write_sweep_experiment(sweep_dir, job_configs: list[dict], metrics=("val/los
     with SummaryWriter(log_dir=str(sweep_dir)) as writer:
         writer.file_writer.add_summary(experiment)
     return first
-
-
-CLASS_SHOWN = ("net.", "prior.", "posterior.")
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """{"model": {"loss": "bce"}} -> {"model.loss": "bce"}; drops Hydra's ``_target_`` keys, except that the
-    class of the model, its parts, the optimizer and the scheduler shows as ``model`` (e.g. IWAE), ``model.net``
-    (MLPNet), ``model.prior``, ``model.posterior``, ``optimizer``, ``scheduler``."""
-    flat = {}
-    for key, value in tree.items():
-        if key == "_target_" and (prefix.endswith(CLASS_SHOWN) or prefix in ("model.", "optimizer.", "scheduler.")):
-            flat[prefix[:-1]] = str(value).rsplit(".", 1)[-1]
-        if str(key).startswith("_"):
-            continue
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

@@ -9,7 +9,6 @@ the same ones (arrays.hold_out). Every image is decoded once, when the data is f
 Batching, splits and normalization: in_memory.py.
 """
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,8 +58,7 @@ def decode(path: Path, channels: int) -> torch.Tensor:
         else:
             image = decode_image(read_file(str(path)), mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)
     except (RuntimeError, OSError, ValueError) as e:
-        reason = re.sub(r"^\w+, \S+:\d+, ", "", first_line(e))
-        raise UserError(f"{path} cannot be decoded as an image ({reason}): remove or replace it") from None
+        raise UserError(f"{path} cannot be decoded as an image ({first_line(e)}): remove or replace it") from None
     if image.ndim == 4:
         image = image[0]  # an animated GIF: its first frame
     image = F.to_dtype(image, torch.uint8, scale=True)[: 3 if image.shape[0] >= 3 else 1]  # 16-bit PNG; no alpha

@@ -80,7 +80,8 @@ class BaseVAE(L.LightningModule):
         scheduler=None,
     ) -> None:
         super().__init__()
-        check_float("kl_weight", kl_weight, low=0, note=" (1 is the ELBO, other values give a beta-VAE)")
+        check_float("kl_weight", kl_weight, low=0, high=1e10,
+                    note=" (1 is the ELBO, other values give a beta-VAE; larger ones overflow the float32 loss)")
         check_int("kl_warmup_epochs", kl_warmup_epochs, low=0, example=10, note=" (0 = no warm-up)")
         check_bool("compile", compile)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])

@@ -7,10 +7,9 @@ path (``model.prior.components=0 must be ...``); any other error in a part's cod
 """
 
 import importlib
-import inspect
 from collections.abc import Mapping, Sequence
 
-from vae_lightning.errors import SettingError
+from vae_lightning.errors import SettingError, accepted_settings
 
 
 def plain(value):
@@ -41,21 +40,6 @@ def load_class(target: str, where: str, base: type, noun: str | None = None) -> 
         raise SettingError(f"{where}._target_", target,
                            f"is not a {noun or base.__name__}: it must subclass {package}.{base.__name__}")
     return cls
-
-
-def accepted_settings(cls: type) -> set[str] | None:
-    """The keyword arguments ``cls(...)`` takes, following ``**kwargs`` passed on to the base classes' ``__init__``;
-    None when some ``__init__`` on the way takes anything."""
-    names = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        parameters = inspect.signature(init).parameters.values()
-        names |= {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
-            return names
-    return None
 
 
 def build(config, where: str, base: type, noun: str | None = None, **context):

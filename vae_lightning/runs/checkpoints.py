@@ -19,6 +19,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from vae_lightning.errors import UserError, first_line, instantiate_component
+from vae_lightning.files import writing
 from vae_lightning.models import IWAE, VAE, BaseVAE
 from vae_lightning.models.base import recorded_class
 from vae_lightning.models.likelihoods import range_text
@@ -63,7 +64,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "wb") as f:
+            with writing(path), open(tmp, "wb") as f:  # a full disk names the checkpoint
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
@@ -72,23 +73,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
 
 
+TRAINING_KEYS = ("state_dict", "global_step")
+
+
+def readable_checkpoint(path: Path, map_location="cpu", needs=TRAINING_KEYS) -> tuple[dict | None, str]:
+    """(the checkpoint's dict, "") if it loads (weights only) and holds ``needs``, else (None, why not): the one
+    place checkpoint files are read (memory-mapped on the CPU)."""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=str(map_location) == "cpu")
+    except Exception as e:  # not a torch file, truncated, pickled foreign objects...
+        return None, f"is not a readable checkpoint ({first_line(e)[:120]})"
+    missing = [k for k in needs if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        return None, f"is not a vae_lightning checkpoint (no {', '.join(missing)})"
+    return ckpt, ""
+
+
 def read_checkpoint(path: Path, map_location) -> dict:
     """The checkpoint dict; UserError when the file is missing or was not written by vae_lightning.train."""
     if not path.exists():
         raise UserError(f"ckpt_path={path} does not exist: pass a checkpoint written by training, {EXAMPLE}")
     if path.is_dir():
         raise UserError(f"ckpt_path={path} is a folder: pass a .ckpt file inside it, {EXAMPLE}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # not a torch file, truncated, pickled foreign objects...
-        reason = first_line(e)[:120]
-        raise UserError(f"ckpt_path={path} is not a readable checkpoint ({reason}): {EXAMPLE}") from None
-    missing = [k for k in ("state_dict", "hyper_parameters", "run_config") if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise UserError(
-            f"ckpt_path={path} is not a vae_lightning checkpoint (no {', '.join(missing)}): "
-            f"pass one written by python -m vae_lightning.train, {EXAMPLE}"
-        )
+    ckpt, why = readable_checkpoint(path, map_location, needs=("state_dict", "hyper_parameters", "run_config"))
+    if ckpt is None:
+        fix = "pass one written by python -m vae_lightning.train" if "vae_lightning" in why else ""
+        raise UserError(f"ckpt_path={path} {why}: {fix + ', ' if fix else ''}{EXAMPLE}")
     return ckpt
 
 

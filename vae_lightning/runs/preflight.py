@@ -1,29 +1,23 @@
-"""What a training run checks before its folder is made and before any data is read, for the settings of the
-components it does not own (torch's optimizer and scheduler, Lightning's Trainer) and for the combinations
-that only fail later (a scheduler watching a validation that never runs...). Our own components (data, model,
-network) check their settings in their constructors.
+"""What a training run checks of its own settings before anything is built: the entry point's keys (seed, resume,
+tags...), the combinations that would only fail later or train nothing (a scheduler watching a validation that
+never runs, trainer.max_epochs=0, nodes without a launcher). The components check their own settings as they are
+built (runs/build.py).
 
-Also: which checkpoint a run continues from (``resume=true``: the newest intact one of its folder).
+Also: which checkpoint a run starts from (``resume=true``: the newest intact one of its folder), and whether it
+fits the run (its model's class and shape, the settings a resumed run must keep, epochs left to train).
 """
 
-import contextlib
-import logging
 import os
-import re
 from pathlib import Path
 
-import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from vae_lightning.errors import SettingError, UserError, check_bool, check_float, check_int, first_line, instantiate_component
+from vae_lightning.errors import SettingError, UserError, check_bool, check_float, check_int
 from vae_lightning.models.base import MODEL_CLASS
+from vae_lightning.runs.checkpoints import readable_checkpoint
+from vae_lightning.runs.record import result_settings
 
 SEED_MAX = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything uses
-TRAINER_PROBE = {"callbacks": [], "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
-                 "enable_model_summary": False, "default_root_dir": None, "profiler": None}
 
 
 def _select(cfg: DictConfig, key: str):
@@ -114,101 +108,6 @@ def check_nodes(cfg: DictConfig) -> None:
                            "would wait for the other nodes forever; use trainer.num_nodes=1 here", plain=True)
 
 
-def _named_setting(message: str, section: dict, prefix: str) -> str | None:
-    """The ``prefix.key`` a library's error message is about: its name as a word, else its value, quoted or as
-    the only value of the section that the message shows."""
-    for key, value in section.items():
-        if f"{key}={value}" in message:
-            return f"{prefix}.{key}"
-    for key, value in section.items():
-        text = str(value)
-        if len(text) > 1 and (f"'{text}'" in message or f"`{text}`" in message or f'"{text}"' in message):
-            return f"{prefix}.{key}"
-    for key in section:
-        if re.search(rf"\b{re.escape(str(key))}\b", message):
-            return f"{prefix}.{key}"
-    shown = [k for k, v in section.items() if re.search(rf"(?<![\w.-]){re.escape(str(v))}(?![\w.])", message)]
-    return f"{prefix}.{shown[0]}" if len(shown) == 1 else None
-
-
-def refused(group: str, cfg_section, error: BaseException) -> UserError:
-    """A library refused a group's settings: name the setting when its message allows."""
-    message = first_line(error)
-    section = OmegaConf.to_container(cfg_section, resolve=False) if isinstance(cfg_section, DictConfig) else {}
-    plain = {k: v for k, v in section.items() if not str(k).startswith("_") and not str(v).startswith("${")}
-    key = _named_setting(message, plain, group)
-    if key is None:
-        return UserError(f"{group}: {message}: check the {group}.* settings (--cfg job shows them)")
-    return SettingError(key, section[key.split(".", 1)[1]], f"is refused: {message}", plain=True)
-
-
-@contextlib.contextmanager
-def quiet(loggers=("lightning.pytorch", "lightning.fabric")):
-    """Lightning's start-up notices (GPU available..., seed set...) are printed once, by the real run."""
-    logs = [logging.getLogger(name) for name in loggers]
-    levels = [log.level for log in logs]
-    for log in logs:
-        log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for log, level in zip(logs, levels):
-            log.setLevel(level)
-
-
-LIBRARIES = ("lightning.", "pytorch_lightning.", "torch.", "torchmetrics.")
-
-
-def build_library_component(config: DictConfig, where: str, **kwargs):
-    """``instantiate``, with what a library class refuses (Lightning's MisconfigurationException, a ValueError...)
-    as a UserError naming the setting under ``where`` (e.g. ``callbacks.model_checkpoint``). A class of the
-    project or of its user brings its own checks (SettingError): anything else it raises is a bug, whose
-    traceback is shown."""
-    try:
-        return instantiate_component(config, where, **kwargs)
-    except InstantiationException as e:
-        library = str(config.get("_target_", "")).startswith(LIBRARIES)
-        if library and isinstance(e.__cause__, (ValueError, TypeError, MisconfigurationException)):
-            raise refused(where, config, e.__cause__) from None
-        raise
-
-
-def check_library_components(cfg: DictConfig) -> None:
-    """Build the optimizer (on a dummy parameter), the scheduler and the Trainer (without callbacks and
-    loggers), so what torch and Lightning refuse is refused now, naming the setting."""
-    param = torch.nn.Parameter(torch.zeros(1))
-    try:
-        optimizer = instantiate_component(cfg.optimizer, "optimizer")([param])
-    except (ValueError, TypeError, InstantiationException) as e:
-        raise refused("optimizer", cfg.optimizer, e.__cause__ or e) from None
-    if cfg.get("scheduler"):
-        try:
-            instantiate_component(cfg.scheduler, "scheduler")(optimizer)
-        except (ValueError, TypeError, InstantiationException) as e:
-            raise refused("scheduler", cfg.scheduler, e.__cause__ or e) from None
-    if str(_select(cfg, "trainer.accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise SettingError("trainer.accelerator", cfg.trainer.accelerator,
-                           "but torch sees no GPU on this machine: use trainer.accelerator=cpu (or auto)", plain=True)
-    with quiet():
-        try:
-            instantiate(cfg.trainer, **TRAINER_PROBE)
-        except UserError:
-            raise
-        except Exception as e:  # MisconfigurationException, ValueError... from Lightning's own checks
-            raise refused("trainer", cfg.trainer, e.__cause__ or e) from None
-
-
-def readable_checkpoint(path: Path) -> tuple[dict | None, str]:
-    """(the checkpoint's dict, "") if it loads, else (None, why not)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:
-        return None, first_line(e)[:100]
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
-        return None, "not a training checkpoint"
-    return ckpt, ""
-
-
 def checkpoint_to_resume(cfg: DictConfig) -> tuple[str | None, dict | None]:
     """(checkpoint to start from, its contents, memory-mapped). ``resume=true``: this run folder's ``last.ckpt``, or if
     that is damaged the newest intact checkpoint beside it (said on stderr); UserError when there is none."""
@@ -220,7 +119,7 @@ def checkpoint_to_resume(cfg: DictConfig) -> tuple[str | None, dict | None]:
             raise UserError(f"ckpt_path={path} is not a file: point it at a checkpoint, e.g. <run>/checkpoints/last.ckpt")
         ckpt, why = readable_checkpoint(Path(str(path)))
         if ckpt is None:
-            raise UserError(f"ckpt_path={path} is not a readable checkpoint ({why}): point it at a .ckpt written by training")
+            raise UserError(f"ckpt_path={path} {why}: point it at a .ckpt written by training")
         return str(path), ckpt
     folder = Path(cfg.paths.output_dir) / "checkpoints"
     last = folder / "last.ckpt"
@@ -231,10 +130,10 @@ def checkpoint_to_resume(cfg: DictConfig) -> tuple[str | None, dict | None]:
     for candidate in candidates:
         ckpt, why = readable_checkpoint(candidate)
         if ckpt is None:
-            damaged.append(f"{candidate.name} ({why})")
+            damaged.append(f"{candidate.name} {why}")
             continue
         if damaged:
-            print(f"warning: {', '.join(damaged)} cannot be read: resuming from {candidate} "
+            print(f"warning: {'; '.join(damaged)}: resuming from {candidate} "
                   f"(epoch {ckpt.get('epoch')}, step {ckpt['global_step']})", flush=True)
         return str(candidate), ckpt
     raise UserError(f"resume=true but no checkpoint in {folder} can be read ({'; '.join(damaged)}): "
@@ -242,8 +141,7 @@ def checkpoint_to_resume(cfg: DictConfig) -> tuple[str | None, dict | None]:
 
 
 ARCHITECTURE = ("net", "prior", "posterior", "latent_dim", "latent_dims", "hidden_dims", "input_shape")
-RESUME_KEEPS = ("model", "optimizer", "scheduler", "data", "seed")  # what a resumed run must keep (paths aside)
-MOVABLE = ("root", "path", "download", "on_device", "num_workers")  # where the data is may change
+MAY_GROW = ("trainer.max_epochs",)  # a resumed run may train on
 
 
 def check_checkpoint(ckpt_path: str, ckpt: dict, model, cfg: DictConfig) -> None:
@@ -271,25 +169,15 @@ def check_checkpoint(ckpt_path: str, ckpt: dict, model, cfg: DictConfig) -> None
             )
 
 
-def _flat(tree, prefix: str = "") -> dict:
-    if not isinstance(tree, dict):
-        return {prefix[:-1]: tree}
-    flat = {}
-    for key, value in tree.items():
-        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return flat
-
-
 def check_resume_keeps_settings(saved: dict | None, config: dict) -> None:
     """resume=true continues a run: a setting that defines its result (model, optimizer, scheduler, data, seed) must
     be the one it was trained with (its checkpoint's ``run_config``), or the run would continue with the old value
     while its records say the new one. ``trainer.max_epochs`` may grow; where the data lies may change."""
     if not saved:
         return
-    before = _flat({s: saved.get(s) for s in RESUME_KEEPS})
-    now = _flat({s: config.get(s) for s in RESUME_KEEPS})
+    before, now = result_settings(saved), result_settings(config)
     for key in sorted(set(before) | set(now)):
-        if key.rsplit(".", 1)[-1] in MOVABLE or before.get(key) == now.get(key):
+        if key in MAY_GROW or before.get(key) == now.get(key):
             continue
         raise UserError(
             f"resume=true continues a run trained with {key}={before.get(key)}, but this command gives {key}="

@@ -1,14 +1,51 @@
-"""A run's record of how it ended (``run_info.json``), written by training and read by the sweep summary."""
+"""A run's record: the settings that define its result (one list, used by its name in the loggers and the sweep
+summary, the HParams dashboard, ``metrics.json`` and the resume check), and how it ended (``run_info.json``,
+written by training and read by the sweep summary)."""
 
 from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from vae_lightning.errors import UserError
+from vae_lightning.errors import UserError, first_line
 from vae_lightning.files import write_json
 
 RUN_INFO = "run_info.json"
+DEFINES_RESULT = ("seed", "model", "optimizer", "scheduler", "data", "trainer", "experiment")
+# ...except where things are and switches that change how a run is shown or computed, not its result
+NOT_RESULT = ("root", "path", "download", "on_device", "num_workers", "foreach", "fused", "compile", "compile_mode",
+              "default_root_dir", "accelerator", "enable_progress_bar", "enable_model_summary", "log_every_n_steps",
+              "profiler")
+CLASS_SHOWN = ("model.", "model.net.", "model.prior.", "model.posterior.", "optimizer.", "scheduler.")
+
+
+def defines_result(key: str) -> bool:
+    """Whether a dotted key (or a config group, ``model/net``) is one of the settings that define a run's result."""
+    key = key.lstrip("+~").replace("/", ".")
+    return key.split(".", 1)[0] in DEFINES_RESULT and not key.rsplit(".", 1)[-1].startswith(NOT_RESULT)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"model": {"loss": "bce"}} -> {"model.loss": "bce"}; Hydra's ``_target_`` keys are dropped, except that the
+    class of the model, its parts, the optimizer and the scheduler shows as ``model`` (e.g. IWAE), ``model.net``
+    (MLPNet), ``model.prior``, ``model.posterior``, ``optimizer``, ``scheduler``."""
+    flat = {}
+    for key, value in tree.items():
+        if key == "_target_" and prefix in CLASS_SHOWN:
+            flat[prefix[:-1]] = str(value).rsplit(".", 1)[-1]
+        if str(key).startswith("_"):
+            continue
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def result_settings(config: dict) -> dict:
+    """The settings of a run's composed config (a plain dict) that define its result, as {dotted key: value}."""
+    flat = flatten({k: config[k] for k in DEFINES_RESULT if k in config})
+    return {k: v for k, v in flat.items() if defines_result(k)}
 
 
 @rank_zero_only
@@ -26,6 +63,7 @@ def write_run_info(run_dir: str | Path, wall_time_s: float, error: BaseException
 
 def error_line(error: BaseException) -> str:
     """An error's message on one line (at most 300 characters); unexpected exceptions keep their type name."""
-    message = " ".join(str(error).split())
-    message = message if isinstance(error, UserError) else f"{type(error).__name__}: {message}".rstrip(": ")
+    message = first_line(error)
+    if not isinstance(error, UserError) and str(error).strip():
+        message = f"{type(error).__name__}: {message}"
     return message if len(message) <= 300 else message[:297] + "..."
