@@ -1,11 +1,14 @@
-"""Training speed, side by side, in one process: the tutorial's loop, a careful plain loop, vae_lightning.
+"""Training speed, side by side, in one process: the tutorial's loop, a careful plain loop,
+vae_lightning.
 
-    python benchmarks/bench_train.py [--data ../shared/data] [--epochs 5] [--quick] [--rows a,b,...] [--device cuda]
+    python benchmarks/bench_train.py [--data ../shared/data] [--epochs 5] [--quick]
+        [--rows a,b,...] [--device cuda]
 
-Every configuration trains the same 784-512-256-20 VAE (BCE, Adam 1e-3) on Fashion-MNIST (60k images,
-MNIST format) for a warm-up epoch plus timed epochs; the table reports the median seconds per timed epoch,
-samples/s, the ratio to the tutorial's loop, the peak memory above the process baseline, and the validation
-loss after the last epoch (nats per image). Results also go to benchmarks/results/bench.json.
+Every configuration trains the same 784-512-256-20 VAE (BCE, Adam 1e-3) on Fashion-MNIST (60k
+images, MNIST format) for a warm-up epoch plus timed epochs; the table reports the median seconds
+per timed epoch, samples/s, the ratio to the tutorial's loop, the peak memory above the process
+baseline, and the validation loss after the last epoch (nats per image). Results also go to
+benchmarks/results/bench.json.
 """
 
 import argparse
@@ -93,7 +96,9 @@ def val_loss(module: VAE, images: torch.Tensor, device) -> float:
 
 def tutorial_loop(args, device, batch_size=64):
     """(a) The tutorial: per-sample ToTensor, DataLoader(shuffle=True), loss.item() every step."""
-    ds = datasets.FashionMNIST(args.data, train=True, download=False, transform=transforms.ToTensor())
+    ds = datasets.FashionMNIST(
+        args.data, train=True, download=False, transform=transforms.ToTensor()
+    )
     loader = DataLoader(ds, batch_size=batch_size, shuffle=True)
     module = fresh_module().to(device)
     opt = torch.optim.Adam(module.parameters(), lr=1e-3)
@@ -105,7 +110,9 @@ def tutorial_loop(args, device, batch_size=64):
             x = x.to(device)
             opt.zero_grad()
             logits, mu, logvar = module.net(x)
-            bce = torch.nn.functional.binary_cross_entropy(torch.sigmoid(logits).flatten(1), x.flatten(1), reduction="sum")
+            bce = torch.nn.functional.binary_cross_entropy(
+                torch.sigmoid(logits).flatten(1), x.flatten(1), reduction="sum"
+            )
             kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
             loss = bce + kld
             loss.backward()
@@ -124,12 +131,16 @@ def plain_loop(args, device, batch_size, dm: MNISTDataModule, autocast: torch.dt
     opt = torch.optim.Adam(module.parameters(), lr=1e-3, fused=True)  # as conf/optimizer/adam.yaml
     times = []
     for epoch in range(args.epochs):
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(dm.seed + epoch)).to(device)
+        order = torch.randperm(
+            len(images), generator=torch.Generator().manual_seed(dm.seed + epoch)
+        ).to(device)
         sync(device)
         start = time.perf_counter()
         for idx in order.split(batch_size):
             x = normalize(images[idx])
-            with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            with torch.autocast(
+                device.type, dtype=autocast or torch.float32, enabled=autocast is not None
+            ):
                 loss = module.losses(x)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -155,27 +166,45 @@ class EpochTimer(L.Callback):
 
 
 def lightning_run(args, device, batch_size, validate, *overrides, default_command=False):
-    """(c) vae_lightning through the entry point's build_run(): Trainer, DataModule, logging, checkpoints.
+    """(c) vae_lightning through the entry point's build_run(): Trainer, DataModule, logging,
+    checkpoints.
 
-    ``default_command``: (d), everything the default ``python -m vae_lightning.train`` has on: the progress bar,
-    the model summary, every callback and the logger; only the test pass after training is left out.
+    ``default_command``: (d), everything the default ``python -m vae_lightning.train`` has on: the
+    progress bar, the model summary, every callback and the logger; only the test pass after
+    training is left out.
     """
     with tempfile.TemporaryDirectory(prefix="bench_") as out:
-        return _lightning_run(args, device, batch_size, validate, out, *overrides, default_command=default_command)
+        return _lightning_run(
+            args, device, batch_size, validate, out, *overrides, default_command=default_command
+        )
 
 
 def _lightning_run(args, device, batch_size, validate, out, *overrides, default_command=False):
-    quiet = [] if default_command else ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    quiet = (
+        []
+        if default_command
+        else ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    )
     if not default_command and not any(o.startswith("trainer.precision=") for o in overrides):
         quiet.append("trainer.precision=32-true")  # (c) rows are fp32 unless they say otherwise
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(
             "train",
             overrides=[
-                "data=fashion_mnist", f"data.root={args.data}", f"data.batch_size={batch_size}",
-                f"trainer.max_epochs={args.epochs}", f"paths.output_dir={out}", f"seed={SEED}",
-                f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}", *quiet, "test=false",
-                *([] if validate else ["trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0"]),
+                "data=fashion_mnist",
+                f"data.root={args.data}",
+                f"data.batch_size={batch_size}",
+                f"trainer.max_epochs={args.epochs}",
+                f"paths.output_dir={out}",
+                f"seed={SEED}",
+                f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
+                *quiet,
+                "test=false",
+                *(
+                    []
+                    if validate
+                    else ["trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0"]
+                ),
                 *overrides,
             ],
         )
@@ -185,7 +214,11 @@ def _lightning_run(args, device, batch_size, validate, out, *overrides, default_
     timer = EpochTimer()
     trainer.callbacks.append(timer)
     trainer.fit(model, datamodule=datamodule)
-    return timer.times, val_loss(model.to(device), datamodule.split("val")[0], device), len(datamodule.split("train")[0])
+    return (
+        timer.times,
+        val_loss(model.to(device), datamodule.split("val")[0], device),
+        len(datamodule.split("train")[0]),
+    )
 
 
 def measure(name, fn, device, results, baseline=None):
@@ -193,36 +226,72 @@ def measure(name, fn, device, results, baseline=None):
         times, vloss, n = fn()
     timed = times[1:]  # the first epoch is the warm-up
     sec = statistics.median(timed)
-    row = {"name": name, "sec_per_epoch": sec, "samples_per_s": n / sec, "peak_mem_mib": mem.mib,
-           "val_loss": vloss, "epoch_times": times}
+    row = {
+        "name": name,
+        "sec_per_epoch": sec,
+        "samples_per_s": n / sec,
+        "peak_mem_mib": mem.mib,
+        "val_loss": vloss,
+        "epoch_times": times,
+    }
     if baseline:
         row["ratio_to_a"] = sec / baseline
     results.append(row)
     ratio = f"{row.get('ratio_to_a', 1.0):6.3f}"
     vl = f"{vloss:9.3f}" if vloss is not None else "        -"
-    print(f"| {name:<{NAME_WIDTH}} | {sec:8.2f} | {n / sec:9.0f} | {ratio} | {mem.mib:8.0f} | {vl} |", flush=True)
+    print(
+        f"| {name:<{NAME_WIDTH}} | {sec:8.2f} | {n / sec:9.0f} | {ratio} | {mem.mib:8.0f} | {vl} |",
+        flush=True,
+    )
     return row
 
 
-QUICK = ("tutorial", "plain", "lightning_val_off", "lightning_val_on", "default_command", "default_command_fp32")
+QUICK = (
+    "tutorial",
+    "plain",
+    "lightning_val_off",
+    "lightning_val_on",
+    "default_command",
+    "default_command_fp32",
+)
 
 
 def bench_rows(args, device, dm) -> dict:
     """{key: (label, run)} of every configuration ``--rows`` can pick, in the table's order."""
     rows = {
         "tutorial": ("(a) tutorial loop, bs 64", lambda: tutorial_loop(args, device)),
-        "plain": ("(b) plain loop, in-memory uint8, bs 64", lambda: plain_loop(args, device, 64, dm)),
-        "plain_bf16": ("(b) plain loop, bs 64, autocast bf16", lambda: plain_loop(args, device, 64, dm, torch.bfloat16)),
-        "lightning_val_off": ("(c) vae_lightning, bs 64, val off", lambda: lightning_run(args, device, 64, False)),
-        "lightning_val_on": ("(c) vae_lightning, bs 64, val on", lambda: lightning_run(args, device, 64, True)),
-        "default_command": ("(d) default command (bar, callbacks, logger, checkpoints), bs 64",
-                            lambda: lightning_run(args, device, 64, True, default_command=True)),
-        "default_command_fp32": ("(d) default command, trainer.precision=32-true",
-                                 lambda: lightning_run(args, device, 64, True, "trainer.precision=32-true",
-                                                       default_command=True)),
-        "default_command_bf16": ("(d) default command, trainer.precision=bf16-mixed",
-                                 lambda: lightning_run(args, device, 64, True, "trainer.precision=bf16-mixed",
-                                                       default_command=True)),
+        "plain": (
+            "(b) plain loop, in-memory uint8, bs 64",
+            lambda: plain_loop(args, device, 64, dm),
+        ),
+        "plain_bf16": (
+            "(b) plain loop, bs 64, autocast bf16",
+            lambda: plain_loop(args, device, 64, dm, torch.bfloat16),
+        ),
+        "lightning_val_off": (
+            "(c) vae_lightning, bs 64, val off",
+            lambda: lightning_run(args, device, 64, False),
+        ),
+        "lightning_val_on": (
+            "(c) vae_lightning, bs 64, val on",
+            lambda: lightning_run(args, device, 64, True),
+        ),
+        "default_command": (
+            "(d) default command (bar, callbacks, logger, checkpoints), bs 64",
+            lambda: lightning_run(args, device, 64, True, default_command=True),
+        ),
+        "default_command_fp32": (
+            "(d) default command, trainer.precision=32-true",
+            lambda: lightning_run(
+                args, device, 64, True, "trainer.precision=32-true", default_command=True
+            ),
+        ),
+        "default_command_bf16": (
+            "(d) default command, trainer.precision=bf16-mixed",
+            lambda: lightning_run(
+                args, device, 64, True, "trainer.precision=bf16-mixed", default_command=True
+            ),
+        ),
     }
     options = {
         "bf16": ("bf16-mixed", ["trainer.precision=bf16-mixed"]),
@@ -233,51 +302,99 @@ def bench_rows(args, device, dm) -> dict:
     if device.type == "cuda":
         options |= {
             "host_data": ("data on the host (data.on_device=false)", ["data.on_device=false"]),
-            "compile_reduce_overhead": ("compile, reduce-overhead (CUDA graphs)",
-                                        ["model.compile=true", "model.compile_mode=reduce-overhead"]),
+            "compile_reduce_overhead": (
+                "compile, reduce-overhead (CUDA graphs)",
+                ["model.compile=true", "model.compile_mode=reduce-overhead"],
+            ),
         }
     for key, (label, overrides) in options.items():
-        rows[key] = (f"(c) vae_lightning, bs 64, val on, {label}", lambda o=overrides: lightning_run(args, device, 64, True, *o))
+        rows[key] = (
+            f"(c) vae_lightning, bs 64, val on, {label}",
+            lambda o=overrides: lightning_run(args, device, 64, True, *o),
+        )
     for bs in (256, 1024):
-        rows[f"plain_bs{bs}"] = (f"(b) plain loop, bs {bs}", lambda b=bs: plain_loop(args, device, b, dm))
-        rows[f"lightning_bs{bs}"] = (f"(c) vae_lightning, bs {bs}, val on", lambda b=bs: lightning_run(args, device, b, True))
+        rows[f"plain_bs{bs}"] = (
+            f"(b) plain loop, bs {bs}",
+            lambda b=bs: plain_loop(args, device, b, dm),
+        )
+        rows[f"lightning_bs{bs}"] = (
+            f"(c) vae_lightning, bs {bs}, val on",
+            lambda b=bs: lightning_run(args, device, b, True),
+        )
     return rows
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
-    p.add_argument("--epochs", type=int, default=5, help="epochs per configuration (first = warm-up)")
+    p.add_argument(
+        "--epochs", type=int, default=5, help="epochs per configuration (first = warm-up)"
+    )
     p.add_argument("--quick", action="store_true", help="3 epochs, fewer configurations")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "bench.json"))
-    p.add_argument("--rows", default="", help="comma-separated row keys (default: all; (a) always runs first)")
+    p.add_argument(
+        "--rows", default="", help="comma-separated row keys (default: all; (a) always runs first)"
+    )
     args = p.parse_args()
     if args.quick:
         args.epochs = 3
     register_resolvers()
     device = torch.device(args.device)
     dm = MNISTDataModule(name="fashion_mnist", root=args.data, download=False)
-    cpu = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": ") if device.type == "cpu" else ""
-    machine = torch.cuda.get_device_name() if device.type == "cuda" else f"{cpu}, {torch.get_num_threads()} threads"
-    print(f"# {machine}; torch {torch.__version__}; {args.epochs} epochs per row, median of epochs 2..{args.epochs}\n")
-    print(f"| {'configuration':<{NAME_WIDTH}} | s/epoch  | samples/s | vs (a) | peak MiB | val loss  |")
+    cpu = (
+        open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": ")
+        if device.type == "cpu"
+        else ""
+    )
+    machine = (
+        torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"{cpu}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"# {machine}; torch {torch.__version__}; {args.epochs} epochs per row, "
+        f"median of epochs 2..{args.epochs}\n"
+    )
+    print(
+        f"| {'configuration':<{NAME_WIDTH}} | s/epoch  | samples/s | vs (a) | peak MiB "
+        "| val loss  |"
+    )
     print(f"|{'-' * (NAME_WIDTH + 2)}|----------|-----------|--------|----------|-----------|")
     rows = bench_rows(args, device, dm)
-    chosen = args.rows.split(",") if args.rows else [k for k in rows if not (args.quick and k not in QUICK)]
+    chosen = (
+        args.rows.split(",")
+        if args.rows
+        else [k for k in rows if not (args.quick and k not in QUICK)]
+    )
     unknown = [k for k in chosen if k not in rows]
     if unknown:
         p.error(f"--rows: unknown {', '.join(unknown)}; known: {', '.join(rows)}")
     results, a = [], None
-    for key in ["tutorial", *[k for k in chosen if k != "tutorial"]]:  # (a) first: the others are ratios to it
+    for key in [
+        "tutorial",
+        *[k for k in chosen if k != "tutorial"],
+    ]:  # (a) first: the others are ratios to it
         label, fn = rows[key]
         row = measure(label, fn, device, results, a)
         row["key"] = key
         a = a or row["sec_per_epoch"]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine, "torch": torch.__version__, "epochs": args.epochs,
-                               "rows": results}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "torch": torch.__version__,
+                "epochs": args.epochs,
+                "rows": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"\nwrote {out}")
 
 

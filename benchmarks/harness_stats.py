@@ -3,11 +3,13 @@
     python benchmarks/harness_stats.py [--data ../shared/data] [--runs 3]
 
 Prints, for the checkout it is run from:
-  package lines          lines of vae_lightning/*.py (blank lines included), and of the boundary modules
+  package lines          lines of vae_lightning/*.py (blank lines included), and of the boundary
+                         modules
   modules before step    project modules that ran code before the first backward (sys.setprofile)
-  constructors           __init__ calls per class (DataModule, model, network, optimizer, Trainer...)
-  time to first step     wall seconds from spawning the command to its first backward (median of --runs),
-                         measured without the profiler
+  constructors           __init__ calls per class (DataModule, model, network, optimizer,
+                         Trainer...)
+  time to first step     wall seconds from spawning the command to its first backward (median of
+                         --runs), measured without the profiler
 """
 
 import argparse
@@ -30,14 +32,20 @@ def lines(path: Path) -> int:
 
 
 def probe(profile: bool) -> None:
-    """Run the training entry point in this process; at the first backward print the figures and exit."""
+    """Run the training entry point in this process;
+    at the first backward print the figures and exit."""
     sys.path.insert(0, str(ROOT))  # the checkout it is run from, whatever is installed
     import torch
 
     package = str(ROOT / "vae_lightning")
     modules, built = set(), {}
-    counted = ("vae_lightning.", "lightning.pytorch.trainer.trainer", "lightning.pytorch.loggers.",
-               "lightning.pytorch.callbacks.", "torch.optim.")
+    counted = (
+        "vae_lightning.",
+        "lightning.pytorch.trainer.trainer",
+        "lightning.pytorch.loggers.",
+        "lightning.pytorch.callbacks.",
+        "torch.optim.",
+    )
 
     def tracer(frame, event, arg):
         if event != "call":
@@ -53,8 +61,16 @@ def probe(profile: bool) -> None:
 
     def first_backward(self, *args, **kwargs):
         sys.setprofile(None)
-        print(json.dumps({"at": time.time(), "modules": sorted(modules),
-                          "constructors": {k: len(v) for k, v in sorted(built.items())}}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "at": time.time(),
+                    "modules": sorted(modules),
+                    "constructors": {k: len(v) for k, v in sorted(built.items())},
+                }
+            ),
+            flush=True,
+        )
         os._exit(0)
 
     torch.Tensor.backward = first_backward
@@ -62,16 +78,25 @@ def probe(profile: bool) -> None:
 
     if profile:
         sys.setprofile(tracer)
-    sys.argv = ["vae_lightning.train", *sys.argv[sys.argv.index("--") + 1:]]
+    sys.argv = ["vae_lightning.train", *sys.argv[sys.argv.index("--") + 1 :]]
     train.main()
     print(json.dumps({"error": "no backward ran"}))
 
 
 def spawn(profile: bool, data: str, run_dir: Path) -> dict:
-    command = [sys.executable, __file__, "--probe" + ("-profile" if profile else ""), "--", *OVERRIDES,
-               f"data.root={data}", f"hydra.run.dir={run_dir}"]
+    command = [
+        sys.executable,
+        __file__,
+        "--probe" + ("-profile" if profile else ""),
+        "--",
+        *OVERRIDES,
+        f"data.root={data}",
+        f"hydra.run.dir={run_dir}",
+    ]
     started = time.time()
-    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "DATA_DIR": data})
+    out = subprocess.run(
+        command, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "DATA_DIR": data}
+    )
     last = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if not last:
         sys.exit(f"the probe printed no figures:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
@@ -84,22 +109,34 @@ def main() -> None:
     if "--probe" in sys.argv or "--probe-profile" in sys.argv:
         return probe("--probe-profile" in sys.argv)
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default=os.environ.get("DATA_DIR", str(ROOT.parent / "shared" / "data")))
+    parser.add_argument(
+        "--data", default=os.environ.get("DATA_DIR", str(ROOT.parent / "shared" / "data"))
+    )
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     package = ROOT / "vae_lightning"
     files = sorted(package.rglob("*.py"))
     with tempfile.TemporaryDirectory() as tmp:
         profiled = spawn(True, args.data, Path(tmp) / "profiled")
-        times = [spawn(False, args.data, Path(tmp) / f"run{i}")["seconds"] for i in range(args.runs)]
+        times = [
+            spawn(False, args.data, Path(tmp) / f"run{i}")["seconds"] for i in range(args.runs)
+        ]
     boundary = {name: lines(package / name) for name in BOUNDARY if (package / name).is_file()}
-    print(json.dumps({
-        "package_lines": sum(lines(f) for f in files),
-        "boundary_lines": sum(boundary.values()), "boundary": boundary,
-        "modules_before_first_backward": len(profiled["modules"]), "modules": profiled["modules"],
-        "constructors": profiled["constructors"],
-        "seconds_to_first_backward": round(statistics.median(times), 2), "runs": [round(t, 2) for t in times],
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "package_lines": sum(lines(f) for f in files),
+                "boundary_lines": sum(boundary.values()),
+                "boundary": boundary,
+                "modules_before_first_backward": len(profiled["modules"]),
+                "modules": profiled["modules"],
+                "constructors": profiled["constructors"],
+                "seconds_to_first_backward": round(statistics.median(times), 2),
+                "runs": [round(t, 2) for t in times],
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
-"""Where one training step's time goes (the bound on any loop's epoch time), at the tutorial's settings.
+"""Where one training step's time goes (the bound on any loop's epoch time),
+at the tutorial's settings.
 
     python benchmarks/step_profile.py [--batch-size 64] [--steps 300]
 
 Prints milliseconds per step for: cutting + normalizing a batch from the in-memory uint8 tensor, the
-forward + backward pass (with the GFLOP/s it reaches) in fp32, under torch.autocast(bfloat16) and with bf16
-weights, and Adam's update in its three implementations (and fused on bf16 weights); then the epoch time a
-loop with zero overhead would take (steps per epoch x the sum): the floor for fp32, and for bf16.
+forward + backward pass (with the GFLOP/s it reaches) in fp32, under torch.autocast(bfloat16) and
+with bf16 weights, and Adam's update in its three implementations (and fused on bf16 weights); then
+the epoch time a loop with zero overhead would take (steps per epoch x the sum): the floor for fp32,
+and for bf16.
 """
 
 import argparse
@@ -31,7 +33,9 @@ def per_step_ms(fn, steps: int) -> float:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--train-size", type=int, default=55_000)
@@ -60,26 +64,47 @@ def main():
         bf16.zero_grad(set_to_none=False)
         bf16.losses(x16)["loss"].backward()
 
-    rows = {"batch: index uint8 + normalize": per_step_ms(lambda: normalize(images[idx]), args.steps)}
+    rows = {
+        "batch: index uint8 + normalize": per_step_ms(lambda: normalize(images[idx]), args.steps)
+    }
     rows["forward + backward"] = fb = per_step_ms(forward_backward, args.steps)
     rows["forward + backward, autocast bf16"] = per_step_ms(autocast_forward_backward, args.steps)
     rows["forward + backward, bf16 weights"] = fb16 = per_step_ms(bf16_forward_backward, args.steps)
     forward_backward()
-    for name, kw in (("for-loop", {"foreach": False}), ("foreach", {"foreach": True}), ("fused", {"fused": True})):
+    for name, kw in (
+        ("for-loop", {"foreach": False}),
+        ("foreach", {"foreach": True}),
+        ("fused", {"fused": True}),
+    ):
         opt = torch.optim.Adam(module.parameters(), lr=1e-9, **kw)
         rows[f"Adam step ({name})"] = per_step_ms(opt.step, args.steps)
     bf16_forward_backward()
     bf16_adam = torch.optim.Adam(bf16.parameters(), lr=1e-9, fused=True)
     rows["Adam step (fused, bf16 weights)"] = per_step_ms(bf16_adam.step, args.steps)
-    flops = 6 * params * args.batch_size  # multiply-adds of forward (2) + backward (4) per weight per sample
+    flops = (
+        6 * params * args.batch_size
+    )  # multiply-adds of forward (2) + backward (4) per weight per sample
     steps_per_epoch = -(-args.train_size // args.batch_size)
-    print(f"# {params:,} parameters, batch {args.batch_size}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(
+        f"# {params:,} parameters, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}"
+    )
     for name, ms in rows.items():
-        extra = f"   ({flops / ms / 1e6:.0f} GFLOP/s)" if name.startswith("forward + backward") else ""
+        extra = (
+            f"   ({flops / ms / 1e6:.0f} GFLOP/s)" if name.startswith("forward + backward") else ""
+        )
         print(f"{name:<34} {ms:7.3f} ms/step{extra}")
-    floor = steps_per_epoch * (rows["batch: index uint8 + normalize"] + fb + rows["Adam step (fused)"]) / 1e3
+    floor = (
+        steps_per_epoch
+        * (rows["batch: index uint8 + normalize"] + fb + rows["Adam step (fused)"])
+        / 1e3
+    )
     print(f"zero-overhead epoch ({steps_per_epoch} steps, fused Adam): {floor:.2f} s")
-    floor16 = steps_per_epoch * (rows["batch: index uint8 + normalize"] + fb16 + rows["Adam step (fused, bf16 weights)"]) / 1e3
+    floor16 = (
+        steps_per_epoch
+        * (rows["batch: index uint8 + normalize"] + fb16 + rows["Adam step (fused, bf16 weights)"])
+        / 1e3
+    )
     print(f"zero-overhead epoch, bf16 weights (the bf16 floor): {floor16:.2f} s")
 
 

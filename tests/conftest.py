@@ -20,17 +20,31 @@ def tiny_mnist(tmp_path_factory) -> Path:
 
 
 # Overrides that make a run take seconds on the tiny data.
-TINY = ["data.val_size=100", "data.batch_size=32", "trainer.max_epochs=2", "callbacks.sample_grid.num_samples=16",
-        "callbacks.sample_grid.nrow=4", "trainer.log_every_n_steps=5", "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false"]
+TINY = [
+    "data.val_size=100",
+    "data.batch_size=32",
+    "trainer.max_epochs=2",
+    "callbacks.sample_grid.num_samples=16",
+    "callbacks.sample_grid.nrow=4",
+    "trainer.log_every_n_steps=5",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
 
 
-def run_module(module: str, *args: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 600):
+def run_module(
+    module: str, *args: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 600
+):
     """Run ``python -m module args`` as a user would; returns the CompletedProcess."""
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -40,10 +54,18 @@ def run_train(*args: str, **kw):
 
 @pytest.fixture(scope="session")
 def latent2_run(tiny_mnist, tmp_path_factory) -> Path:
-    """ONE short real training run (2-D latent) shared by the eval, sample and knob tests: its run folder."""
+    """ONE short real training run (2-D latent) shared by the eval, sample and knob tests:
+    its run folder."""
     run_dir = tmp_path_factory.mktemp("latent2") / "run"
-    proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={run_dir}", *TINY, "experiment=latent2",
-                     "model.net.hidden_dims=[128,64]", "optimizer.lr=3e-3", "trainer.max_epochs=3",
-                     "callbacks.latent_embedding.num_points=100")
+    proc = run_train(
+        f"data.root={tiny_mnist}",
+        f"hydra.run.dir={run_dir}",
+        *TINY,
+        "experiment=latent2",
+        "model.net.hidden_dims=[128,64]",
+        "optimizer.lr=3e-3",
+        "trainer.max_epochs=3",
+        "callbacks.latent_embedding.num_points=100",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir

@@ -1,5 +1,5 @@
-"""Components that write a line to ``$COUNT_FILE`` each time one is built: how many times a training start
-constructs its network, its data module and its callbacks (tests/test_train.py)."""
+"""Components that write a line to ``$COUNT_FILE`` each time one is built: how many times a training
+start constructs its network, its data module and its callbacks (tests/test_train.py)."""
 
 import os
 

@@ -1,6 +1,7 @@
-"""A model and a prior written the way a researcher forking the template would: one file, selected from the command
-line with ``model._target_=tests.custom_models.BetaTCVAE`` or ``model.prior._target_=tests.custom_models.LaplacePrior``
-and nothing else edited (tests/test_model_family.py)."""
+"""A model and a prior written the way a researcher forking the template would: one file, selected
+from the command line with ``model._target_=tests.custom_models.BetaTCVAE`` or
+``model.prior._target_=tests.custom_models.LaplacePrior`` and nothing else edited
+(tests/test_model_family.py)."""
 
 import math
 
@@ -12,9 +13,10 @@ from vae_lightning.models.priors import Prior
 
 
 class BetaTCVAE(VAE):
-    """beta-TCVAE (Chen et al., 2018): the KL split into index-code mutual information, total correlation and
-    dimension-wise KL, with the total correlation weighted by ``tc_weight``; q(z) by minibatch weighted sampling.
-    ``__init__(*args, **kwargs)`` as forks usually write it: the checkpoint still rebuilds it."""
+    """beta-TCVAE (Chen et al., 2018): the KL split into index-code mutual information, total
+    correlation and dimension-wise KL, with the total correlation weighted by ``tc_weight``; q(z) by
+    minibatch weighted sampling. ``__init__(*args, **kwargs)`` as forks usually write it: the
+    checkpoint still rebuilds it."""
 
     extra_terms = ("tc",)
 
@@ -29,7 +31,11 @@ class BetaTCVAE(VAE):
         z, log_qz_x = self.posterior.rsample(mu, logvar)
         z, mu, logvar = z.float(), mu.float(), logvar.float()
         # log q(z_i | x_j) per dim, (B, B, D)
-        pair = -0.5 * ((z[:, None] - mu[None]).pow(2) * torch.exp(-logvar[None]) + logvar[None] + math.log(2 * math.pi))
+        pair = -0.5 * (
+            (z[:, None] - mu[None]).pow(2) * torch.exp(-logvar[None])
+            + logvar[None]
+            + math.log(2 * math.pi)
+        )
         norm = math.log(len(x) * self.dataset_size)
         log_qz = torch.logsumexp(pair.sum(2), dim=1) - norm
         log_prod_qz = (torch.logsumexp(pair, dim=1) - norm).sum(1)
@@ -39,7 +45,8 @@ class BetaTCVAE(VAE):
 
 
 class LaplacePrior(Prior):
-    """p(z) = prod_d Laplace(z_d; 0, scale): heavier tails than the standard normal, no analytic KL."""
+    """p(z) = prod_d Laplace(z_d; 0, scale): heavier tails than the standard normal,
+    no analytic KL."""
 
     def __init__(self, scale: float = 1.0, **context):
         super().__init__(**context)

@@ -1,4 +1,5 @@
-"""A callback for tests/test_ddp.py: each rank writes the sample indices its training batches held."""
+"""A callback for tests/test_ddp.py: each rank writes the sample indices
+its training batches held."""
 
 import json
 from pathlib import Path
@@ -13,8 +14,13 @@ class Probe(L.Callback):
         self.record: dict = {"train_indices": []}
 
     def on_train_epoch_start(self, trainer, pl_module):
-        batches = trainer.train_dataloader.batch_sampler  # torch's BatchSampler over a DistributedSampler
-        self.record["world_size"], self.record["batch_size"] = batches.sampler.num_replicas, batches.batch_size
+        batches = (
+            trainer.train_dataloader.batch_sampler
+        )  # torch's BatchSampler over a DistributedSampler
+        self.record["world_size"], self.record["batch_size"] = (
+            batches.sampler.num_replicas,
+            batches.batch_size,
+        )
         self.record["threads"] = torch.get_num_threads()
         self.record["train_indices"].append([int(i) for batch in batches for i in batch])
 

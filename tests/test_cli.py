@@ -1,4 +1,5 @@
-"""The commands a user types: console scripts installed with the package, and the one-line error boundary."""
+"""The commands a user types: console scripts installed with the package,
+and the one-line error boundary."""
 
 import subprocess
 import sys
@@ -17,8 +18,13 @@ def test_console_scripts_are_installed_with_the_package(name):
 
 
 def test_console_scripts_run_from_any_folder_with_the_same_one_line_errors(tmp_path):
-    proc = subprocess.run([BIN / "vae-train", "model.latent_dim=0"], cwd=tmp_path, capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr == "error: model.latent_dim=0 must be >= 1, e.g. model.latent_dim=20\n"
+    proc = subprocess.run(
+        [BIN / "vae-train", "model.latent_dim=0"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert (
+        proc.returncode == 2
+        and proc.stderr == "error: model.latent_dim=0 must be >= 1, e.g. model.latent_dim=20\n"
+    )
     assert list(tmp_path.iterdir()) == []  # refused before any folder was made
     proc = subprocess.run([BIN / "vae-summarize"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error: give one sweep folder")
@@ -29,17 +35,32 @@ def test_console_scripts_run_from_any_folder_with_the_same_one_line_errors(tmp_p
 def test_a_console_script_trains_from_another_folder(tiny_mnist, tmp_path):
     from tests.conftest import TINY
 
-    proc = subprocess.run([BIN / "vae-train", f"data.root={tiny_mnist}", *TINY, "trainer.max_epochs=1", "test=false",
-                           "callbacks.latent_embedding.num_points=20"], cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            BIN / "vae-train",
+            f"data.root={tiny_mnist}",
+            *TINY,
+            "trainer.max_epochs=1",
+            "test=false",
+            "callbacks.latent_embedding.num_points=20",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = list((tmp_path / "outputs" / "runs").iterdir())  # outputs/ of the folder it was started in
+    runs = list(
+        (tmp_path / "outputs" / "runs").iterdir()
+    )  # outputs/ of the folder it was started in
     assert len(runs) == 1 and (runs[0] / "metrics.json").is_file()
 
 
 def test_the_readme_layout_names_every_module_of_the_package():
     readme = (REPO / "README.md").read_text()
-    layout = readme[readme.index("## Layout"):readme.index("## Add your own")]
-    modules = sorted(p.relative_to(REPO / "vae_lightning") for p in (REPO / "vae_lightning").rglob("*.py"))
+    layout = readme[readme.index("## Layout") : readme.index("## Add your own")]
+    modules = sorted(
+        p.relative_to(REPO / "vae_lightning") for p in (REPO / "vae_lightning").rglob("*.py")
+    )
     missing = [str(m) for m in modules if m.name != "__init__.py" and m.name not in layout]
     assert not missing, f"README's Layout does not name {missing}"
     folders = {m.parent for m in modules if m.parent != Path(".")}
@@ -50,6 +71,17 @@ def test_what_a_default_run_imports_is_a_declared_dependency():
     """pip install -e . alone must give a working vae-train: the default progress bar is Rich's."""
     import tomllib
 
-    declared = " ".join(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
-    for package in ("torch", "torchvision", "lightning", "hydra-core", "omegaconf", "tensorboard", "torchmetrics", "rich"):
+    declared = " ".join(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    )
+    for package in (
+        "torch",
+        "torchvision",
+        "lightning",
+        "hydra-core",
+        "omegaconf",
+        "tensorboard",
+        "torchmetrics",
+        "rich",
+    ):
         assert package in declared, package

@@ -16,7 +16,8 @@ register_resolvers()
 
 
 def check_config(cfg):
-    """What train.py refuses before a run starts: its own settings, then every component as it is built."""
+    """What train.py refuses before a run starts: its own settings,
+    then every component as it is built."""
     check_run_settings(cfg)
     datamodule = instantiate_component(cfg.data, "data")
     return datamodule, build_model(cfg, datamodule)
@@ -29,13 +30,23 @@ def cfg_with(*overrides: str):
 
 def test_defaults_are_the_tutorials():
     cfg = cfg_with()
-    assert cfg.model.latent_dim == 20 and list(cfg.model.net.hidden_dims) == [512, 256] and cfg.model.loss == "bce"
+    assert (
+        cfg.model.latent_dim == 20
+        and list(cfg.model.net.hidden_dims) == [512, 256]
+        and cfg.model.loss == "bce"
+    )
     assert cfg.model.net._target_.endswith("MLPNet") and cfg.model.net.activation == "relu"
-    assert cfg.data.batch_size == 64 and cfg.data.name == "mnist" and (cfg.data.mean, cfg.data.std) == (0.0, 1.0)
+    assert (
+        cfg.data.batch_size == 64
+        and cfg.data.name == "mnist"
+        and (cfg.data.mean, cfg.data.std) == (0.0, 1.0)
+    )
     assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 1e-3
     assert cfg.trainer.max_epochs == 50 and cfg.callbacks.sample_grid.num_samples == 256
     datamodule, model = check_config(cfg)
-    assert sum(p.numel() for p in model.net.parameters()) == 1_082_680 and datamodule.image_shape == (1, 28, 28)
+    assert sum(
+        p.numel() for p in model.net.parameters()
+    ) == 1_082_680 and datamodule.image_shape == (1, 28, 28)
 
 
 @pytest.mark.parametrize(
@@ -70,7 +81,9 @@ def test_override_lands(override, key, value):
 def test_network_is_chosen_by_config_and_its_settings_reach_it():
     from vae_lightning.models.networks import ConvNet, MLPNet
 
-    _, model = check_config(cfg_with("model/net=conv", "model.net.channels=[8,16]", "model.latent_dim=5"))
+    _, model = check_config(
+        cfg_with("model/net=conv", "model.net.channels=[8,16]", "model.latent_dim=5")
+    )
     assert isinstance(model.net, ConvNet) and model.net.fc_mu.out_features == 5
     assert [m.out_channels for m in model.net.encoder if isinstance(m, torch.nn.Conv2d)] == [8, 16]
     _, model = check_config(cfg_with("model.net.hidden_dims=[1024,512]"))
@@ -80,8 +93,14 @@ def test_network_is_chosen_by_config_and_its_settings_reach_it():
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["model/net=conv", "model.net.channels=[8,16,32]"], r"^model.net.channels=\[8, 16, 32\] halves the 28x28 images 3"),
-        (["model.net.hidden_dims=[]"], r"^model.net.hidden_dims=\[\] must be a non-empty list of positive integers"),
+        (
+            ["model/net=conv", "model.net.channels=[8,16,32]"],
+            r"^model.net.channels=\[8, 16, 32\] halves the 28x28 images 3",
+        ),
+        (
+            ["model.net.hidden_dims=[]"],
+            r"^model.net.hidden_dims=\[\] must be a non-empty list of positive integers",
+        ),
         (["model.net.activation=swish"], r"^model.net.activation='swish' is not one of relu, tanh"),
         (["data.std=inf"], r"^data.std=inf must be a finite number > 0"),
         (["data.mean=nan"], r"^data.mean=nan must be a finite number"),
@@ -107,19 +126,27 @@ def test_optimizer_config_instantiates_a_working_optimizer():
 
 
 def test_the_tutorials_mismatch_is_refused_before_training():
-    with pytest.raises(UserError, match=r"model.loss=bce .*\[-1, 1\].*data.mean=0 data.std=1.*model.loss=mse"):
+    with pytest.raises(
+        UserError, match=r"model.loss=bce .*\[-1, 1\].*data.mean=0 data.std=1.*model.loss=mse"
+    ):
         check_config(cfg_with("model.loss=bce", "data.mean=0.5", "data.std=0.5"))
     check_config(cfg_with("model.loss=mse", "data.mean=0.5", "data.std=0.5"))
 
 
 def test_a_setting_the_network_does_not_take_is_named_with_its_fix():
-    with pytest.raises(UserError, match=r"^model.net.hidden_dims=\[512, 256\] is not a setting of ConvNet: drop it "
-                                        r"with ~model.net.hidden_dims, or fix its name"):
+    with pytest.raises(
+        UserError,
+        match=r"^model.net.hidden_dims=\[512, 256\] is not a setting of ConvNet: drop it "
+        r"with ~model.net.hidden_dims, or fix its name",
+    ):
         check_config(cfg_with("model.net._target_=vae_lightning.models.networks.ConvNet"))
     with pytest.raises(UserError, match=r"^data.bogus=1 is not a setting of MNISTDataModule"):
         check_config(cfg_with("+data.bogus=1"))
-    _, model = check_config(cfg_with("model.net._target_=vae_lightning.models.networks.ConvNet",
-                                     "~model.net.hidden_dims"))  # the fix it names works
+    _, model = check_config(
+        cfg_with(
+            "model.net._target_=vae_lightning.models.networks.ConvNet", "~model.net.hidden_dims"
+        )
+    )  # the fix it names works
     assert type(model.net).__name__ == "ConvNet"
 
 
@@ -130,17 +157,31 @@ def test_a_setting_the_network_does_not_take_is_named_with_its_fix():
         ("trainer.fast_dev_run=true", "trainer.fast_dev_run", True),  # no + needed
         ("debug=overfit", "trainer.overfit_batches", 3),
         ("debug=limit", "trainer.limit_train_batches", 20),
-        ("debug=profiler", "trainer.profiler._target_", "lightning.pytorch.profilers.SimpleProfiler"),
+        (
+            "debug=profiler",
+            "trainer.profiler._target_",
+            "lightning.pytorch.profilers.SimpleProfiler",
+        ),
         ("callbacks/early_stopping=on", "callbacks.early_stopping.monitor", "val/loss"),
-        ("callbacks/progress_bar=rich", "callbacks.progress_bar._target_", "lightning.pytorch.callbacks.RichProgressBar"),
-        ("callbacks/progress_bar=tqdm", "callbacks.progress_bar._target_", "lightning.pytorch.callbacks.TQDMProgressBar"),
+        (
+            "callbacks/progress_bar=rich",
+            "callbacks.progress_bar._target_",
+            "lightning.pytorch.callbacks.RichProgressBar",
+        ),
+        (
+            "callbacks/progress_bar=tqdm",
+            "callbacks.progress_bar._target_",
+            "lightning.pytorch.callbacks.TQDMProgressBar",
+        ),
     ],
 )
 def test_debug_presets_and_optional_callbacks_compose(override, key, value):
     cfg = cfg_with(override)
     assert OmegaConf.select(cfg, key) == value
     assert "early_stopping" not in cfg_with().callbacks  # off by default
-    bar = cfg_with().callbacks.progress_bar  # Rich, redrawn every 20 steps rather than Lightning's every step
+    bar = (
+        cfg_with().callbacks.progress_bar
+    )  # Rich, redrawn every 20 steps rather than Lightning's every step
     assert bar._target_ == "lightning.pytorch.callbacks.RichProgressBar" and bar.refresh_rate == 20
     check_config(cfg)
 
@@ -154,4 +195,7 @@ def test_precision_defaults_to_bf16_mixed_on_cpus_with_native_bf16_only(monkeypa
     assert cfg_with("trainer.accelerator=cpu").trainer.precision == cpu
     assert cfg_with("trainer=gpu").trainer.precision == "32-true"  # GPUs keep fp32 until measured
     assert cfg_with("trainer=ddp", "trainer.accelerator=gpu").trainer.precision == "32-true"
-    assert cfg_with("trainer.accelerator=cpu", "trainer.precision=32-true").trainer.precision == "32-true"
+    assert (
+        cfg_with("trainer.accelerator=cpu", "trainer.precision=32-true").trainer.precision
+        == "32-true"
+    )

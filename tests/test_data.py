@@ -1,4 +1,5 @@
-"""The DataModule: real torchvision loading of IDX files, split, normalization, batches, sharding."""
+"""The DataModule: real torchvision loading of IDX files, split, normalization, batches,
+sharding."""
 
 import pytest
 import torch
@@ -22,8 +23,16 @@ def indices(loader: BatchLoader) -> list[int]:
 def test_loads_idx_files_through_torchvision_and_splits(tiny_mnist):
     dm = MNISTDataModule(root=str(tiny_mnist), val_size=100, batch_size=32, download=False)
     dm.setup()
-    (train_x, train_y), (val_x, _), (test_x, _) = dm.split("train"), dm.split("val"), dm.split("test")
-    assert train_x.shape == (500, 1, 28, 28) and train_x.dtype == torch.uint8 and train_y.shape == (500,)
+    (train_x, train_y), (val_x, _), (test_x, _) = (
+        dm.split("train"),
+        dm.split("val"),
+        dm.split("test"),
+    )
+    assert (
+        train_x.shape == (500, 1, 28, 28)
+        and train_x.dtype == torch.uint8
+        and train_y.shape == (500,)
+    )
     assert val_x.shape == (100, 1, 28, 28) and test_x.shape == (200, 1, 28, 28)
     assert dm.image_shape == (1, 28, 28) and dm.class_names[3] == "3 - three"
     # train and val are disjoint parts of the training set
@@ -40,7 +49,9 @@ def test_split_is_fixed_by_the_seed(tiny_mnist):
 
 
 def test_batches_are_normalized_floats_covering_every_sample_once(tiny_mnist):
-    dm = MNISTDataModule(root=str(tiny_mnist), val_size=100, batch_size=32, mean=0.5, std=0.5, download=False)
+    dm = MNISTDataModule(
+        root=str(tiny_mnist), val_size=100, batch_size=32, mean=0.5, std=0.5, download=False
+    )
     loader = dm.train_dataloader()
     batches = list(loader)
     assert len(loader) == len(batches) == 16  # ceil(500 / 32)
@@ -83,7 +94,9 @@ def test_a_resumed_loader_serves_the_rest_of_the_epoch():
     loader = index_loader(50, 10, shuffle=True, seed=2, batches_done=lambda: done["n"])
     loader.batch_sampler.sampler.set_epoch(4)
     whole = indices(loader)
-    state = loader.state_dict()  # what Lightning stores in a checkpoint taken 3 batches into the epoch
+    state = (
+        loader.state_dict()
+    )  # what Lightning stores in a checkpoint taken 3 batches into the epoch
     assert state == {"batches_done": 3}
     resumed = index_loader(50, 10, shuffle=True, seed=2)
     resumed.load_state_dict(state)  # what Lightning hands back on resume, before the epoch starts

@@ -1,5 +1,6 @@
-"""The dataset components beyond MNIST: CIFAR-10 batches, .npz/.npy arrays and image folders, read from
-small generated files; their splits, normalization per channel, and one-line errors for bad input."""
+"""The dataset components beyond MNIST: CIFAR-10 batches, .npz/.npy arrays and image folders, read
+from small generated files; their splits, normalization per channel, and one-line errors for bad
+input."""
 
 import pickle
 
@@ -37,13 +38,23 @@ def test_cifar_reads_the_python_batches(cifar_root):
     dm = CIFAR10DataModule(root=str(cifar_root), val_size=100, batch_size=32, download=False)
     assert dm.image_shape == (3, 32, 32) and dm.data_range == ([0.0] * 3, [1.0] * 3)
     assert dm.class_names[:2] == ["airplane", "automobile"] and len(dm.class_names) == 10
-    (train_x, train_y), (val_x, _), (test_x, test_y) = dm.split("train"), dm.split("val"), dm.split("test")
-    assert train_x.shape == (400, 3, 32, 32) and train_x.dtype == torch.uint8 and train_y.dtype == torch.int64
+    (train_x, train_y), (val_x, _), (test_x, test_y) = (
+        dm.split("train"),
+        dm.split("val"),
+        dm.split("test"),
+    )
+    assert (
+        train_x.shape == (400, 3, 32, 32)
+        and train_x.dtype == torch.uint8
+        and train_y.dtype == torch.int64
+    )
     assert val_x.shape == (100, 3, 32, 32) and test_x.shape == (100, 3, 32, 32)
     assert 0 <= train_y.min() and train_y.max() <= 9 and len(train_y.unique()) == 10
     with open(cifar_root / "cifar-10-batches-py" / "test_batch", "rb") as f:
         batch = pickle.load(f, encoding="latin1")
-    assert torch.equal(test_x, torch.from_numpy(batch["data"]).view(-1, 3, 32, 32))  # rows are C, H, W
+    assert torch.equal(
+        test_x, torch.from_numpy(batch["data"]).view(-1, 3, 32, 32)
+    )  # rows are C, H, W
     assert test_y.tolist() == batch["labels"]
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (32, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (32,)
@@ -52,7 +63,9 @@ def test_cifar_reads_the_python_batches(cifar_root):
 
 def test_mean_and_std_per_channel(cifar_root):
     mean, std = [0.1, 0.2, 0.3], [0.5, 0.25, 2.0]
-    dm = CIFAR10DataModule(root=str(cifar_root), val_size=100, batch_size=100, mean=mean, std=std, download=False)
+    dm = CIFAR10DataModule(
+        root=str(cifar_root), val_size=100, batch_size=100, mean=mean, std=std, download=False
+    )
     lo, hi = dm.data_range
     assert lo == pytest.approx([-0.2, -0.8, -0.15]) and hi == pytest.approx([1.8, 3.2, 0.35])
     x, _ = next(iter(dm.loader("test")))
@@ -90,13 +103,23 @@ def test_partial_or_damaged_cifar_names_the_file(tmp_path):
 def test_npz_with_test_arrays_and_labels(tmp_path, channels_last):
     path = make_npz(tmp_path / "d.npz", n_train=300, n_test=100, channels_last=channels_last)
     source = np.load(path)
-    dm = ArrayDataModule(path=str(path), val_size=50, batch_size=25, class_names=[str(k) for k in range(10)])
+    dm = ArrayDataModule(
+        path=str(path), val_size=50, batch_size=25, class_names=[str(k) for k in range(10)]
+    )
     assert dm.image_shape == (3, 16, 16) and dm.class_names[9] == "9"
     train_x, val_x = dm.split("train")[0], dm.split("val")[0]
     test_x, test_y = dm.split("test")
-    assert train_x.shape == (250, 3, 16, 16) and val_x.shape == (50, 3, 16, 16) and test_x.dtype == torch.uint8
-    nchw = {k: torch.from_numpy(np.ascontiguousarray(source[k].transpose(0, 3, 1, 2) if channels_last else source[k]))
-            for k in ("x_train", "x_test")}
+    assert (
+        train_x.shape == (250, 3, 16, 16)
+        and val_x.shape == (50, 3, 16, 16)
+        and test_x.dtype == torch.uint8
+    )
+    nchw = {
+        k: torch.from_numpy(
+            np.ascontiguousarray(source[k].transpose(0, 3, 1, 2) if channels_last else source[k])
+        )
+        for k in ("x_train", "x_test")
+    }
     assert torch.equal(test_x, nchw["x_test"]) and test_y.tolist() == source["y_test"].tolist()
     assert rows(train_x) | rows(val_x) == rows(nchw["x_train"])
     x, y = next(iter(dm.train_dataloader()))
@@ -133,14 +156,29 @@ def test_npy_image_shape_before_setup(tmp_path):
     assert dm.split("train")[0].shape == (40, 4, 12, 14) and (dm.split("train")[1] == -1).all()
 
 
-@pytest.mark.parametrize("arrays, match", [
-    ({"images": np.zeros((5, 8, 8), np.uint8)}, r"no array x_train \(it holds: images\)"),
-    ({"x_train": np.zeros((5, 8, 8, 2), np.uint8)}, r"x_train has shape \[5, 8, 8, 2\]: store images as"),
-    ({"x_train": np.zeros((5, 8, 8), np.int64)}, r"x_train has dtype int64: store uint8"),
-    ({"x_train": np.full((5, 8, 8), 2.0)}, r"x_train holds floats in \[2, 2\]: scale them to \[0, 1\]"),
-    ({"x_train": np.zeros((5, 8, 8), np.uint8), "y_train": np.zeros(4, np.int64)}, r"y_train holds 4 labels for 5 images"),
-    ({"x_train": np.zeros((5, 8, 8), np.uint8), "y_train": np.zeros(5, np.float32)}, r"y_train is float32 .*integer labels"),
-])
+@pytest.mark.parametrize(
+    "arrays, match",
+    [
+        ({"images": np.zeros((5, 8, 8), np.uint8)}, r"no array x_train \(it holds: images\)"),
+        (
+            {"x_train": np.zeros((5, 8, 8, 2), np.uint8)},
+            r"x_train has shape \[5, 8, 8, 2\]: store images as",
+        ),
+        ({"x_train": np.zeros((5, 8, 8), np.int64)}, r"x_train has dtype int64: store uint8"),
+        (
+            {"x_train": np.full((5, 8, 8), 2.0)},
+            r"x_train holds floats in \[2, 2\]: scale them to \[0, 1\]",
+        ),
+        (
+            {"x_train": np.zeros((5, 8, 8), np.uint8), "y_train": np.zeros(4, np.int64)},
+            r"y_train holds 4 labels for 5 images",
+        ),
+        (
+            {"x_train": np.zeros((5, 8, 8), np.uint8), "y_train": np.zeros(5, np.float32)},
+            r"y_train is float32 .*integer labels",
+        ),
+    ],
+)
 def test_bad_arrays_are_one_line_errors(tmp_path, arrays, match):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(UserError, match=match) as err:
@@ -170,9 +208,16 @@ def test_image_folder_with_class_subfolders(tmp_path):
     dm = ImageFolderDataModule(root=str(tmp_path), val_size=6, batch_size=10)
     assert dm.image_shape == (3, 12, 16) and dm.class_names == ["cat", "dog", "emu"]
     (train_x, train_y), (test_x, test_y) = dm.split("train"), dm.split("test")
-    assert train_x.shape == (30, 3, 12, 16) and test_x.shape == (18, 3, 12, 16)  # test/: 6 per class
+    assert train_x.shape == (30, 3, 12, 16) and test_x.shape == (
+        18,
+        3,
+        12,
+        16,
+    )  # test/: 6 per class
     assert sorted(test_y.tolist()) == [0] * 6 + [1] * 6 + [2] * 6
-    band = (PALETTE[:3] * 255).round()  # each class's top rows are its palette colour (lossless PNG)
+    band = (
+        PALETTE[:3] * 255
+    ).round()  # each class's top rows are its palette colour (lossless PNG)
     for x, y in ((train_x, train_y), (test_x, test_y)):
         assert torch.equal(x[:, :, 0, 0], torch.from_numpy(band[y.numpy()]).to(torch.uint8))
 
@@ -181,10 +226,14 @@ def test_flat_image_folder_is_unlabeled_and_can_be_resized_to_grey(tmp_path):
     make_image_folder(tmp_path, n_per_class=40, classes=None, size=20, test=False)
     Image.new("RGB", (20, 20), (255, 0, 0)).save(tmp_path / "train" / "red.bmp")
     Image.new("RGB", (20, 20), (0, 0, 255)).save(tmp_path / "train" / "blue.JPG")
-    dm = ImageFolderDataModule(root=str(tmp_path), channels=1, image_size=[10, 8], val_size=5, test_size=7)
+    dm = ImageFolderDataModule(
+        root=str(tmp_path), channels=1, image_size=[10, 8], val_size=5, test_size=7
+    )
     assert dm.image_shape == (1, 10, 8) and dm.class_names is None
     train_x, train_y = dm.split("train")
-    assert train_x.shape == (30, 1, 10, 8) and (train_y == -1).all() and len(dm.split("test")[0]) == 7
+    assert (
+        train_x.shape == (30, 1, 10, 8) and (train_y == -1).all() and len(dm.split("test")[0]) == 7
+    )
     x, _ = next(iter(dm.train_dataloader()))
     assert x.shape == (30, 1, 10, 8) and 0.0 <= x.min() and x.max() <= 1.0
 
@@ -216,15 +265,21 @@ def test_unreadable_image_and_missing_folders(tmp_path):
 # settings
 
 
-@pytest.mark.parametrize("build, key", [
-    (lambda tmp: CIFAR10DataModule(root=str(tmp), std=0), "std"),
-    (lambda tmp: CIFAR10DataModule(root=str(tmp), mean=[0.5, 0.5]), "mean"),
-    (lambda tmp: ArrayDataModule(path=str(tmp / "nope.npy")), "path"),
-    (lambda tmp: ArrayDataModule(path=str(make_npz(tmp / "d.npz")), test_size=0), "test_size"),
-    (lambda tmp: ArrayDataModule(path=str(make_npz(tmp / "d.npz")), class_names="cat"), "class_names"),
-    (lambda tmp: ImageFolderDataModule(root=str(tmp), channels=2), "channels"),
-    (lambda tmp: ImageFolderDataModule(root=str(tmp), image_size=[8, 0]), "image_size"),
-])
+@pytest.mark.parametrize(
+    "build, key",
+    [
+        (lambda tmp: CIFAR10DataModule(root=str(tmp), std=0), "std"),
+        (lambda tmp: CIFAR10DataModule(root=str(tmp), mean=[0.5, 0.5]), "mean"),
+        (lambda tmp: ArrayDataModule(path=str(tmp / "nope.npy")), "path"),
+        (lambda tmp: ArrayDataModule(path=str(make_npz(tmp / "d.npz")), test_size=0), "test_size"),
+        (
+            lambda tmp: ArrayDataModule(path=str(make_npz(tmp / "d.npz")), class_names="cat"),
+            "class_names",
+        ),
+        (lambda tmp: ImageFolderDataModule(root=str(tmp), channels=2), "channels"),
+        (lambda tmp: ImageFolderDataModule(root=str(tmp), image_size=[8, 0]), "image_size"),
+    ],
+)
 def test_bad_settings_are_setting_errors(tmp_path, build, key):
     with pytest.raises(SettingError) as err:
         build(tmp_path)

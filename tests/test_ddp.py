@@ -1,4 +1,5 @@
-"""DDP: per-rank sharding of batches, the global batch size, and one real 2-process CPU run under Hydra."""
+"""DDP: per-rank sharding of batches, the global batch size,
+and one real 2-process CPU run under Hydra."""
 
 import json
 import math
@@ -21,10 +22,14 @@ def test_ranks_see_disjoint_shards_of_equal_length(n, batch, world):
             loader = index_loader(n, batch, shuffle=True, seed=3, rank=rank, world_size=world)
             loader.batch_sampler.sampler.set_epoch(epoch)
             batches = list(loader)
-            assert len(batches) == len(loader) == math.ceil((n // world) / batch)  # the documented steps per epoch
+            assert (
+                len(batches) == len(loader) == math.ceil((n // world) / batch)
+            )  # the documented steps per epoch
             shards.append([int(i) for _, y in batches for i in y])
         seen = [i for shard in shards for i in shard]
-        assert len(seen) == len(set(seen)) == (n // world) * world  # no sample twice; at most world-1 dropped
+        assert (
+            len(seen) == len(set(seen)) == (n // world) * world
+        )  # no sample twice; at most world-1 dropped
 
 
 def test_batch_size_is_global_and_must_divide(tiny_mnist):
@@ -39,33 +44,52 @@ def test_batch_size_is_global_and_must_divide(tiny_mnist):
 def test_two_cpu_processes_train_into_one_run_folder(tiny_mnist, tmp_path):
     probe = tmp_path / "probe"
     proc = run_train(
-        f"data.root={tiny_mnist}", f"paths.log_dir={tmp_path / 'logs'}", *TINY, "trainer.max_epochs=1",
-        "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "callbacks.latent_embedding.num_points=50",
-        "trainer.num_sanity_val_steps=0", "test=false",
-        "+callbacks.probe._target_=tests.ddp_probe.Probe", f"+callbacks.probe.out={probe}",
+        f"data.root={tiny_mnist}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        *TINY,
+        "trainer.max_epochs=1",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "callbacks.latent_embedding.num_points=50",
+        "trainer.num_sanity_val_steps=0",
+        "test=false",
+        "+callbacks.probe._target_=tests.ddp_probe.Probe",
+        f"+callbacks.probe.out={probe}",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = list((tmp_path / "logs" / "runs").iterdir())
-    assert len(runs) == 1 and not (tmp_path / "logs" / "multiruns").exists()  # ONE run folder for both ranks
+    assert (
+        len(runs) == 1 and not (tmp_path / "logs" / "multiruns").exists()
+    )  # ONE run folder for both ranks
     run = runs[0]
     result = json.loads((run / "metrics.json").read_text())
-    # 500 training images: 250 per rank, 16 per rank per step (global batch 32) -> ceil(250 / 16) = 16 steps
+    # 500 training images: 250 per rank, 16 per rank per step (global batch 32)
+    # -> ceil(250 / 16) = 16 steps
     assert result["epochs"] == 1 and result["global_step"] == 16
     ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [(r["world_size"], r["batch_size"]) for r in ranks] == [(2, 16), (2, 16)]
-    assert [r["threads"] for r in ranks] == [max(1, os.cpu_count() // 2)] * 2  # the node's cores shared by its ranks
+    assert [r["threads"] for r in ranks] == [
+        max(1, os.cpu_count() // 2)
+    ] * 2  # the node's cores shared by its ranks
     seen = ranks[0]["train_indices"][0] + ranks[1]["train_indices"][0]
     assert len(seen) == len(set(seen)) == 500
-    assert result["metrics"]["best/val_loss"] == pytest.approx(result["metrics"]["val/loss"], rel=1e-5)
+    assert result["metrics"]["best/val_loss"] == pytest.approx(
+        result["metrics"]["val/loss"], rel=1e-5
+    )
     # rank zero alone checkpoints and logs, into that folder
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "best-epoch000.ckpt",
+        "last.ckpt",
+    ]
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert json.loads((run / "run_info.json").read_text())["status"] == "completed"
 
 
 def test_srun_tasks_train_as_the_ranks_of_one_run_under_trainer_slurm(tiny_mnist, tmp_path):
-    """trainer=slurm, as srun starts it: one process per device, each told its rank by SLURM's variables
-    (simulated here on the CPU); Lightning's SLURMEnvironment joins them, they share one run folder."""
+    """trainer=slurm, as srun starts it: one process per device, each told its rank by SLURM's
+    variables (simulated here on the CPU); Lightning's SLURMEnvironment joins them, they share one
+    run folder."""
     import socket
     import subprocess
     import sys
@@ -73,17 +97,41 @@ def test_srun_tasks_train_as_the_ranks_of_one_run_under_trainer_slurm(tiny_mnist
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    common = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1", "SLURM_NODEID": "0",
-              "SLURM_NODELIST": "127.0.0.1", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "vae", "SLURM_STEP_ID": "0",
-              "MASTER_PORT": str(port), "PYTHONWARNINGS": "ignore"}
-    args = [f"data.root={tiny_mnist}", f"paths.log_dir={tmp_path / 'logs'}", *TINY, "trainer.max_epochs=1", "trainer=slurm",
-            "trainer.accelerator=cpu", "callbacks.latent_embedding.num_points=50", "trainer.num_sanity_val_steps=0",
-            "test=false", "print_config=false", "+callbacks.probe._target_=tests.ddp_probe.Probe",
-            f"+callbacks.probe.out={tmp_path / 'probe'}"]
+    common = {
+        "SLURM_NTASKS": "2",
+        "SLURM_NTASKS_PER_NODE": "2",
+        "SLURM_NNODES": "1",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "127.0.0.1",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "vae",
+        "SLURM_STEP_ID": "0",
+        "MASTER_PORT": str(port),
+        "PYTHONWARNINGS": "ignore",
+    }
+    args = [
+        f"data.root={tiny_mnist}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        *TINY,
+        "trainer.max_epochs=1",
+        "trainer=slurm",
+        "trainer.accelerator=cpu",
+        "callbacks.latent_embedding.num_points=50",
+        "trainer.num_sanity_val_steps=0",
+        "test=false",
+        "print_config=false",
+        "+callbacks.probe._target_=tests.ddp_probe.Probe",
+        f"+callbacks.probe.out={tmp_path / 'probe'}",
+    ]
     tasks = [
-        subprocess.Popen([sys.executable, "-m", "vae_lightning.train", *args], cwd=REPO, text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env={**os.environ, **common, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)})
+        subprocess.Popen(
+            [sys.executable, "-m", "vae_lightning.train", *args],
+            cwd=REPO,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **common, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
+        )
         for r in (0, 1)
     ]
     outs = [t.communicate(timeout=600) for t in tasks]
@@ -93,10 +141,18 @@ def test_srun_tasks_train_as_the_ranks_of_one_run_under_trainer_slurm(tiny_mnist
     result = json.loads((runs[0] / "metrics.json").read_text())
     assert result["global_step"] == 16  # 250 images per rank, 16 per rank per step
     ranks = [json.loads((tmp_path / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert [(r["world_size"], r["batch_size"]) for r in ranks] == [(2, 16), (2, 16)]  # two ranks, not two runs
+    assert [(r["world_size"], r["batch_size"]) for r in ranks] == [
+        (2, 16),
+        (2, 16),
+    ]  # two ranks, not two runs
     seen = ranks[0]["train_indices"][0] + ranks[1]["train_indices"][0]
     assert len(seen) == len(set(seen)) == 500
-    assert result["hparams"]["trainer.devices"] == 2 and result["hparams"]["trainer.strategy"] == "ddp"
-    assert sorted(p.name for p in (runs[0] / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
+    assert (
+        result["hparams"]["trainer.devices"] == 2 and result["hparams"]["trainer.strategy"] == "ddp"
+    )
+    assert sorted(p.name for p in (runs[0] / "checkpoints").iterdir()) == [
+        "best-epoch000.ckpt",
+        "last.ckpt",
+    ]
     assert json.loads((runs[0] / "run_info.json").read_text())["status"] == "completed"
     assert not (runs[0] / ".lock").exists()

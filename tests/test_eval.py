@@ -15,7 +15,9 @@ from vae_lightning.runs.checkpoints import build_datamodule, load_model
 
 def test_chunked_logsumexp_equals_one_pass_and_never_overflows():
     torch.manual_seed(0)
-    w = torch.randn(37, 3, dtype=torch.float64) * 5 - 2000  # exp(-2000) underflows: only logsumexp survives
+    w = (
+        torch.randn(37, 3, dtype=torch.float64) * 5 - 2000
+    )  # exp(-2000) underflows: only logsumexp survives
     drawn = []
 
     def weights(n):
@@ -27,18 +29,29 @@ def test_chunked_logsumexp_equals_one_pass_and_never_overflows():
     assert drawn == [5] * 7 + [2]
     assert torch.allclose(got, torch.logsumexp(w, 0) - math.log(37))
     small = w + 2000  # where exp is representable, it is log(mean(exp(w)))
-    assert torch.allclose(iw_log_mean_exp(lambda n: small[:n], k=37, chunk=37), small.exp().mean(0).log())
+    assert torch.allclose(
+        iw_log_mean_exp(lambda n: small[:n], k=37, chunk=37), small.exp().mean(0).log()
+    )
 
 
 def test_active_units_counts_dims_whose_posterior_means_vary():
     torch.manual_seed(0)
     n = 5000
     mu = torch.stack(
-        [torch.randn(n), 0.5 * torch.randn(n), 0.2 * torch.randn(n), 0.05 * torch.randn(n), torch.full((n,), 3.0)], 1
+        [
+            torch.randn(n),
+            0.5 * torch.randn(n),
+            0.2 * torch.randn(n),
+            0.05 * torch.randn(n),
+            torch.full((n,), 3.0),
+        ],
+        1,
     )  # variances 1, 0.25, 0.04, 0.0025, 0
     count, variance = active_units(mu)
     assert count == 3
-    assert torch.allclose(variance, torch.tensor([1.0, 0.25, 0.04, 0.0025, 0.0]), rtol=0.1, atol=1e-6)
+    assert torch.allclose(
+        variance, torch.tensor([1.0, 0.25, 0.04, 0.0025, 0.0]), rtol=0.1, atol=1e-6
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +66,18 @@ def test_iw_estimate_tightens_as_k_grows_and_bounds_the_elbo(loaded):
     torch.manual_seed(0)
     with torch.no_grad():  # 200 test images; the gaps below are > 1 nat, the noise ~0.2
         elbo = -torch.stack([module.losses(x)["loss"] for _ in range(10)]).mean().item()
-        iw = {k: iw_log_likelihood(module, x, k, max_decodes=5000).mean().item() for k in (1, 3, 30)}
+        iw = {
+            k: iw_log_likelihood(module, x, k, max_decodes=5000).mean().item() for k in (1, 3, 30)
+        }
     assert abs(iw[1] - elbo) < 1.0, (iw, elbo)  # k=1 is a one-sample ELBO
     assert iw[1] < iw[3] < iw[30], iw
     assert iw[30] >= elbo + 1.0, (iw, elbo)
 
 
 def test_iw_estimate_does_not_depend_on_the_chunk_size(loaded):
-    """The two estimates draw different z, so they differ per image by Monte-Carlo noise (~1 nat here);
-    over the 200 test images the mean difference is ~0 (its standard error ~0.07) unless chunking biases it."""
+    """The two estimates draw different z, so they differ per image by Monte-Carlo noise (~1 nat
+    here); over the 200 test images the mean difference is ~0 (its standard error ~0.07) unless
+    chunking biases it."""
     module, x = loaded
     torch.manual_seed(1)
     one_pass = iw_log_likelihood(module, x, 60, max_decodes=60 * len(x))
@@ -73,19 +89,27 @@ def test_iw_estimate_does_not_depend_on_the_chunk_size(loaded):
 
 
 def test_eval_entry_point_writes_eval_json_and_prints_a_table(latent2_run):
-    proc = run_module("vae_lightning.eval", f"ckpt_path={latent2_run}/checkpoints/last.ckpt", "eval.iw_samples=200")
+    proc = run_module(
+        "vae_lightning.eval",
+        f"ckpt_path={latent2_run}/checkpoints/last.ckpt",
+        "eval.iw_samples=200",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((latent2_run / "eval.json").read_text())  # default place: the run folder
     assert result["n_images"] == 200 and result["iw_samples"] == 200 and result["split"] == "test"
     assert result["neg_elbo"] == pytest.approx(result["recon"] + result["kl"], rel=1e-6)
     assert 0 < result["iw_nll"] < result["neg_elbo"] < 784 * math.log(2)
-    assert result["latent_dim"] == 2 and result["active_units"] == sum(v > 0.01 for v in result["unit_variance"])
+    assert result["latent_dim"] == 2 and result["active_units"] == sum(
+        v > 0.01 for v in result["unit_variance"]
+    )
     for row in ("negative ELBO", "-log p(x), IW k=200", "active units", "wall time"):
         assert row in proc.stdout
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):
-    with pytest.raises(UserError, match=r"ckpt_path=.*nope.ckpt does not exist: .*checkpoints/last.ckpt"):
+    with pytest.raises(
+        UserError, match=r"ckpt_path=.*nope.ckpt does not exist: .*checkpoints/last.ckpt"
+    ):
         load_model(tmp_path / "nope.ckpt")
     proc = run_module("vae_lightning.eval", f"ckpt_path={tmp_path}/nope.ckpt")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
@@ -98,16 +122,26 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
     with pytest.raises(UserError, match=r"ckpt_path=.*notes.ckpt is not a readable checkpoint"):
         load_model(text)
     weights = tmp_path / "weights.pt"
-    torch.save(torch.nn.Linear(2, 2).state_dict(), weights)  # a torch file, but not one train.py wrote
-    with pytest.raises(UserError, match=r"weights.pt is not a vae_lightning checkpoint \(no state_dict"):
+    torch.save(
+        torch.nn.Linear(2, 2).state_dict(), weights
+    )  # a torch file, but not one train.py wrote
+    with pytest.raises(
+        UserError, match=r"weights.pt is not a vae_lightning checkpoint \(no state_dict"
+    ):
         load_model(weights)
 
 
 def test_overrides_that_conflict_with_the_checkpoint_are_refused(latent2_run, tmp_path):
     ckpt = latent2_run / "checkpoints" / "last.ckpt"
-    with pytest.raises(UserError, match=r"data.mean=0.5 data.std=0.5 put pixels in \[-1, 1\] .* trained on \[0, 1\]"):
+    with pytest.raises(
+        UserError,
+        match=r"data.mean=0.5 data.std=0.5 put pixels in \[-1, 1\] .* trained on \[0, 1\]",
+    ):
         load_model(ckpt, overrides={"data.mean": 0.5, "data.std": 0.5})
-    with pytest.raises(UserError, match=r"model.latent_dim=20 conflicts with .*fixes the model \(model.latent_dim=2\)"):
+    with pytest.raises(
+        UserError,
+        match=r"model.latent_dim=20 conflicts with .*fixes the model \(model.latent_dim=2\)",
+    ):
         load_model(ckpt, overrides={"model.latent_dim": 20})
     module, config = load_model(ckpt, overrides={"data.root": str(tmp_path), "data.binarize": True})
     assert config["data"]["root"] == str(tmp_path) and config["data"]["binarize"] is True
@@ -118,7 +152,11 @@ def test_overrides_that_conflict_with_the_checkpoint_are_refused(latent2_run, tm
     "key,value,message",
     [
         ("iw_samples", 0, r"eval.iw_samples=0 must be >= 1, e.g. eval.iw_samples=1000"),
-        ("batch_size", "abc", r"eval.batch_size='abc' must be an integer >= 1, e.g. eval.batch_size=100"),
+        (
+            "batch_size",
+            "abc",
+            r"eval.batch_size='abc' must be an integer >= 1, e.g. eval.batch_size=100",
+        ),
         ("max_decodes", True, r"eval.max_decodes=True must be an integer >= 1"),
     ],
 )
@@ -127,7 +165,13 @@ def test_eval_settings_are_checked_before_anything_loads(key, value, message):
 
     from vae_lightning import eval as eval_entry
 
-    settings = {"iw_samples": 10, "batch_size": 100, "max_decodes": 1000, "split": "test", key: value}
+    settings = {
+        "iw_samples": 10,
+        "batch_size": 100,
+        "max_decodes": 1000,
+        "split": "test",
+        key: value,
+    }
     cfg = OmegaConf.create({"eval": settings, "ckpt_path": "/nonexistent.ckpt"})
     with pytest.raises(UserError, match=message):
         eval_entry.run(cfg)

@@ -26,7 +26,8 @@ QUICK = [*TINY, "test=false", "callbacks.latent_embedding.num_points=50"]
 
 
 class PauseAt(Callback):
-    """Test instrumentation: at (epoch, batch) touch ``marker`` and wait, so a test can kill the run there."""
+    """Test instrumentation: at (epoch, batch) touch ``marker`` and wait,
+    so a test can kill the run there."""
 
     def __init__(self, epoch: int, batch: int, marker: str) -> None:
         self.epoch, self.batch, self.marker = epoch, batch, Path(marker)
@@ -38,7 +39,8 @@ class PauseAt(Callback):
 
 
 class RecordBatches(Callback):
-    """Test instrumentation: append (epoch, batch_idx, pixel sum) of every trained batch to ``path``."""
+    """Test instrumentation: append (epoch, batch_idx, pixel sum) of every trained batch to
+    ``path``."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
@@ -61,7 +63,8 @@ class PoisonAt(Callback):
 
 
 class PauseInSetup(Callback):
-    """Test instrumentation: touch ``marker`` and wait as the fit is set up, before the run writes any output."""
+    """Test instrumentation: touch ``marker`` and wait as the fit is set up, before the run writes
+    any output."""
 
     def __init__(self, marker: str) -> None:
         self.marker = Path(marker)
@@ -80,7 +83,8 @@ class BuggyCallback(Callback):
 
 
 class FailOnTest(Callback):
-    """Test instrumentation: the test pass fails, as when a run is killed (or a disk fails) after its fit."""
+    """Test instrumentation: the test pass fails, as when a run is killed (or a disk fails) after
+    its fit."""
 
     def on_test_start(self, trainer, pl_module) -> None:
         raise RuntimeError("the test pass failed")
@@ -97,10 +101,15 @@ def start_train(*args: str) -> tuple[subprocess.Popen, Path]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "vae_lightning.train", *args], cwd=REPO, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        # as in a terminal: a runner started in the background (CI, `make test &`) has SIGINT ignored,
-        # which its children would inherit and Python would then never raise KeyboardInterrupt
+        [sys.executable, "-m", "vae_lightning.train", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # as in a terminal: a runner started in the background (CI, `make test &`) has SIGINT
+        # ignored, which its children would inherit and Python would then never raise
+        # KeyboardInterrupt
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
@@ -121,7 +130,11 @@ def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
 def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_mnist, tmp_path):
     common = [f"data.root={tiny_mnist}", *QUICK, "trainer.max_epochs=3", "seed=3"]
     run, marker = tmp_path / "killed", tmp_path / "paused"
-    proc = start_train(*common, f"hydra.run.dir={run}", *callback_overrides("pause", PauseAt, epoch=1, batch=8, marker=marker))
+    proc = start_train(
+        *common,
+        f"hydra.run.dir={run}",
+        *callback_overrides("pause", PauseAt, epoch=1, batch=8, marker=marker),
+    )
     straight = tmp_path / "straight"  # meanwhile, the same run uninterrupted
     assert run_train(*common, f"hydra.run.dir={straight}").returncode == 0
     wait_for(marker, proc)
@@ -134,10 +147,14 @@ def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_mnist, t
     proc = run_train(*common, f"hydra.run.dir={run}", "resume=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = (json.loads((r / "metrics.json").read_text()) for r in (straight, run))
-    assert (b["epochs"], b["global_step"]) == (a["epochs"], a["global_step"]) == (3, 3 * STEPS_PER_EPOCH)
+    assert (
+        (b["epochs"], b["global_step"])
+        == (a["epochs"], a["global_step"])
+        == (3, 3 * STEPS_PER_EPOCH)
+    )
     for key in ("val/loss", "val/recon", "val/kl", "train/loss"):
-        # only the sampling noise differs (the reparameterization draws); a collapsed KL (~0.02 nats here) is
-        # all noise, so it compares in nats, not relative to its own size
+        # only the sampling noise differs (the reparameterization draws); a collapsed KL (~0.02 nats
+        # here) is all noise, so it compares in nats, not relative to its own size
         assert b["metrics"][key] == pytest.approx(a["metrics"][key], rel=0.01, abs=0.05), key
 
     # every curve has exactly one point per epoch, at the same steps as the uninterrupted run's
@@ -150,34 +167,55 @@ def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_mnist, t
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_mnist, tmp_path):
     run, marker, seen = tmp_path / "run", tmp_path / "paused", tmp_path / "seen.txt"
     record = callback_overrides("record", RecordBatches, path=seen)
-    proc = start_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", *record,
-                       *callback_overrides("pause", PauseAt, epoch=1, batch=5, marker=marker))
+    proc = start_train(
+        f"data.root={tiny_mnist}",
+        *QUICK,
+        f"hydra.run.dir={run}",
+        *record,
+        *callback_overrides("pause", PauseAt, epoch=1, batch=5, marker=marker),
+    )
     wait_for(marker, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "Traceback" not in err, err[-3000:]
     step = STEPS_PER_EPOCH + 5
-    assert f"interrupted at epoch 1, step {step}: saved {run / 'checkpoints' / 'last.ckpt'}" in err, err[-2000:]
+    assert (
+        f"interrupted at epoch 1, step {step}: saved {run / 'checkpoints' / 'last.ckpt'}" in err
+    ), err[-2000:]
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == step and saved["epoch"] == 1
 
-    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true", *record)
+    proc = run_train(
+        f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true", *record
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     done = json.loads((run / "metrics.json").read_text())
-    assert (done["epochs"], done["global_step"]) == (2, 2 * STEPS_PER_EPOCH)  # the epoch was finished, not redone
+    assert (done["epochs"], done["global_step"]) == (
+        2,
+        2 * STEPS_PER_EPOCH,
+    )  # the epoch was finished, not redone
 
-    # the resumed epoch trained on exactly the batches the interrupted one had not reached, in the same order
+    # the resumed epoch trained on exactly the batches the interrupted one had not reached,
+    # in the same order
     reference = tmp_path / "reference.txt"
-    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={tmp_path / 'ref'}",
-                     *callback_overrides("record", RecordBatches, path=reference))
+    proc = run_train(
+        f"data.root={tiny_mnist}",
+        *QUICK,
+        f"hydra.run.dir={tmp_path / 'ref'}",
+        *callback_overrides("record", RecordBatches, path=reference),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert seen.read_text().splitlines() == reference.read_text().splitlines()
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_mnist, tmp_path):
     run = tmp_path / "run"
-    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}",
-                     *callback_overrides("poison", PoisonAt, epoch=1, batch=3))
+    proc = run_train(
+        f"data.root={tiny_mnist}",
+        *QUICK,
+        f"hydra.run.dir={run}",
+        *callback_overrides("poison", PoisonAt, epoch=1, batch=3),
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     last = run / "checkpoints" / "last.ckpt"
     bf16 = auto_precision("cpu") == "bf16-mixed"  # the CPU default where the CPU has native bf16
@@ -192,17 +230,25 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_mnist, tmp_pa
 
 
 def test_guard_refuses_to_checkpoint_nan_weights_between_loss_checks():
-    guard = DivergenceGuard(check_every_n_steps=50)  # the accelerator setting: the loss is rarely looked at
+    guard = DivergenceGuard(
+        check_every_n_steps=50
+    )  # the accelerator setting: the loss is rarely looked at
     module = torch.nn.Linear(3, 2)
     trainer = SimpleNamespace(
-        current_epoch=4, global_step=210, precision="16-mixed", checkpoint_callback=None,
+        current_epoch=4,
+        global_step=210,
+        precision="16-mixed",
+        checkpoint_callback=None,
         optimizers=[torch.optim.SGD(module.parameters(), lr=0.5)],
     )
     guard.on_save_checkpoint(trainer, module, {})  # finite: saved
     with torch.no_grad():
         module.weight[0, 0] = float("inf")
-    with pytest.raises(Diverged, match=r"epoch 4, step 210: the weights hold NaN/inf; lower optimizer.lr \(now 0.5\) "
-                                       r"or use trainer.precision=32-true \(now 16-mixed\)"):
+    with pytest.raises(
+        Diverged,
+        match=r"epoch 4, step 210: the weights hold NaN/inf; lower optimizer.lr \(now 0.5\) "
+        r"or use trainer.precision=32-true \(now 16-mixed\)",
+    ):
         guard.on_save_checkpoint(trainer, module, {})
 
 
@@ -222,7 +268,8 @@ def test_a_save_cut_short_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
 
 
 class PauseUntilSigterm(Callback):
-    """Test instrumentation: at (epoch, batch) touch ``marker`` and wait until Lightning has seen a SIGTERM."""
+    """Test instrumentation: at (epoch, batch) touch ``marker`` and wait until
+    Lightning has seen a SIGTERM."""
 
     def __init__(self, epoch: int, batch: int, marker: str) -> None:
         self.epoch, self.batch, self.marker = epoch, batch, Path(marker)
@@ -266,7 +313,9 @@ def all_checkpoints_load(run: Path) -> list[str]:
     names = []
     for path in sorted((run / "checkpoints").glob("*.ckpt")):
         ckpt = torch.load(path, weights_only=True)
-        assert "state_dict" in ckpt and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values()), path
+        assert "state_dict" in ckpt and all(
+            torch.isfinite(v).all() for v in ckpt["state_dict"].values()
+        ), path
         names.append(path.name)
     return names
 
@@ -274,8 +323,13 @@ def all_checkpoints_load(run: Path) -> list[str]:
 def test_sigterm_saves_a_checkpoint_and_the_run_resumes_mid_epoch(tiny_mnist, tmp_path):
     run, marker, seen = tmp_path / "run", tmp_path / "paused", tmp_path / "seen.txt"
     record = callback_overrides("record", RecordBatches, path=seen)
-    proc = start_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", *record,
-                       *callback_overrides("pause", PauseUntilSigterm, epoch=1, batch=5, marker=marker))
+    proc = start_train(
+        f"data.root={tiny_mnist}",
+        *QUICK,
+        f"hydra.run.dir={run}",
+        *record,
+        *callback_overrides("pause", PauseUntilSigterm, epoch=1, batch=5, marker=marker),
+    )
     wait_for(marker, proc)
     proc.send_signal(signal.SIGTERM)  # what SLURM, Kubernetes and `timeout` send
     _, err = proc.communicate(timeout=60)
@@ -288,11 +342,15 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_mid_epoch(tiny_mnist, tm
     assert json.loads((run / "run_info.json").read_text())["status"] == "interrupted"
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
     assert all_checkpoints_load(run) == ["best-epoch000.ckpt", "last.ckpt"]
-    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true", *record)
+    proc = run_train(
+        f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true", *record
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 2 * STEPS_PER_EPOCH
     batches = [line.split()[:2] for line in seen.read_text().splitlines()]
-    assert batches == [[str(e), str(b)] for e in (0, 1) for b in range(STEPS_PER_EPOCH)]  # each batch once
+    assert batches == [
+        [str(e), str(b)] for e in (0, 1) for b in range(STEPS_PER_EPOCH)
+    ]  # each batch once
 
 
 def test_a_damaged_last_checkpoint_falls_back_to_the_newest_intact_one(tiny_mnist, tmp_path):
@@ -301,38 +359,63 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_newest_intact_one(tiny_mnis
     last = run / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:10_000])  # truncated, as by a disk that filled up
     (run / "checkpoints" / ".last.ckpt.99999.tmp").write_bytes(b"half a checkpoint of a killed run")
-    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true", "trainer.max_epochs=3")
+    proc = run_train(
+        f"data.root={tiny_mnist}",
+        *QUICK,
+        f"hydra.run.dir={run}",
+        "resume=true",
+        "trainer.max_epochs=3",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "warning: last.ckpt is not a readable checkpoint (" in proc.stdout
     assert "resuming from" in proc.stdout and "best-epoch" in proc.stdout
-    assert torch.load(last, weights_only=True)["global_step"] == 3 * STEPS_PER_EPOCH  # rewritten, intact
+    assert (
+        torch.load(last, weights_only=True)["global_step"] == 3 * STEPS_PER_EPOCH
+    )  # rewritten, intact
     assert not list((run / "checkpoints").glob(".*.tmp"))  # the killed run's half file is gone
     assert all_checkpoints_load(run)
 
     for path in (run / "checkpoints").glob("*.ckpt"):
         path.write_bytes(b"garbage")
-    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true", "trainer.max_epochs=4")
+    proc = run_train(
+        f"data.root={tiny_mnist}",
+        *QUICK,
+        f"hydra.run.dir={run}",
+        "resume=true",
+        "trainer.max_epochs=4",
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: resume=true but no checkpoint in {run / 'checkpoints'} "
-                                                           "can be read (")
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: resume=true but no checkpoint in {run / 'checkpoints'} can be read (")
+    )
 
 
 def test_a_second_process_on_the_same_run_folder_is_refused(tiny_mnist, tmp_path):
     run, marker = tmp_path / "run", tmp_path / "paused"
-    first = start_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}",
-                        *callback_overrides("pause", PauseAt, epoch=1, batch=2, marker=marker))
+    first = start_train(
+        f"data.root={tiny_mnist}",
+        *QUICK,
+        f"hydra.run.dir={run}",
+        *callback_overrides("pause", PauseAt, epoch=1, batch=2, marker=marker),
+    )
     try:
         wait_for(marker, first)
         second = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true")
         assert second.returncode == 2 and "Traceback" not in second.stderr
         assert second.stderr.strip().splitlines() == [
-            line for line in second.stderr.strip().splitlines() if line.startswith(f"error: hydra.run.dir={run} is in use by "
-                                                                                   f"process {first.pid} on ")]
+            line
+            for line in second.stderr.strip().splitlines()
+            if line.startswith(f"error: hydra.run.dir={run} is in use by process {first.pid} on ")
+        ]
     finally:
         first.kill()
         first.wait()
     assert all_checkpoints_load(run)
-    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true")  # the lock was stale
+    proc = run_train(
+        f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true"
+    )  # the lock was stale
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (run / ".lock").exists()
 
@@ -342,15 +425,26 @@ def test_a_moved_run_resumes_in_place_with_more_epochs(tiny_mnist, tmp_path):
     assert run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={old}").returncode == 0
     new.parent.mkdir()
     old.rename(new)
-    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={new}", "resume=true", "trainer.max_epochs=3",
-                     "test=true")  # the test pass loads the best checkpoint from where it is now
+    proc = run_train(
+        f"data.root={tiny_mnist}",
+        *QUICK,
+        f"hydra.run.dir={new}",
+        "resume=true",
+        "trainer.max_epochs=3",
+        "test=true",
+    )  # the test pass loads the best checkpoint from where it is now
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = all_checkpoints_load(new)
-    assert "last.ckpt" in names and not any("-v" in n for n in names), names  # no last-v1.ckpt beside a stale last
+    assert "last.ckpt" in names and not any("-v" in n for n in names), (
+        names
+    )  # no last-v1.ckpt beside a stale last
     last = torch.load(new / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 3 * STEPS_PER_EPOCH
     state = next(v for k, v in last["callbacks"].items() if k.startswith("RunCheckpoint"))
-    assert Path(state["best_model_path"]).parent == new / "checkpoints" and Path(state["best_model_path"]).is_file()
+    assert (
+        Path(state["best_model_path"]).parent == new / "checkpoints"
+        and Path(state["best_model_path"]).is_file()
+    )
     result = json.loads((new / "metrics.json").read_text())
     assert result["epochs"] == 3 and "test/loss" in result["metrics"]
     assert json.loads((new / "run_info.json").read_text())["status"] == "completed"
@@ -358,14 +452,22 @@ def test_a_moved_run_resumes_in_place_with_more_epochs(tiny_mnist, tmp_path):
 
 def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tiny_mnist, tmp_path):
     run = tmp_path / "run"
-    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}",
-                     *callback_overrides("full", DiskFullAt, step=2 * STEPS_PER_EPOCH))
+    proc = run_train(
+        f"data.root={tiny_mnist}",
+        *QUICK,
+        f"hydra.run.dir={run}",
+        *callback_overrides("full", DiskFullAt, step=2 * STEPS_PER_EPOCH),
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: cannot use {run / 'checkpoints' / 'last.ckpt'} (No space left on device): free some space, or point "
-        "hydra.run.dir (or paths.log_dir) at another disk; checkpoints already written are intact"
+        f"error: cannot use {run / 'checkpoints' / 'last.ckpt'} (No space left on device): "
+        "free some space, or point hydra.run.dir (or paths.log_dir) at another disk; "
+        "checkpoints already written are intact"
     )
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == STEPS_PER_EPOCH
+    assert (
+        torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+        == STEPS_PER_EPOCH
+    )
     assert "OSError" in (run / "train.log").read_text()  # the traceback is kept in the run's log
     assert all_checkpoints_load(run) == ["best-epoch000.ckpt", "last.ckpt"]
     proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true")
@@ -373,17 +475,25 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tiny_mnist, 
 
 
 def test_kill_9_during_checkpoint_writes_never_leaves_a_damaged_checkpoint(tiny_mnist, tmp_path):
-    """A checkpoint after every step, and kill -9 at arbitrary moments: every checkpoint left loads, and the
-    run resumes to the end."""
+    """A checkpoint after every step, and kill -9 at arbitrary moments: every checkpoint left loads,
+    and the run resumes to the end."""
     run = tmp_path / "run"
-    every_step = [f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "model.net.hidden_dims=[64]",
-                  "trainer.max_epochs=6", "+callbacks.model_checkpoint.every_n_train_steps=1",
-                  "callbacks.model_checkpoint.every_n_epochs=null"]
+    every_step = [
+        f"data.root={tiny_mnist}",
+        *QUICK,
+        f"hydra.run.dir={run}",
+        "model.net.hidden_dims=[64]",
+        "trainer.max_epochs=6",
+        "+callbacks.model_checkpoint.every_n_train_steps=1",
+        "callbacks.model_checkpoint.every_n_epochs=null",
+    ]
     last = run / "checkpoints" / "last.ckpt"
     for i in range(4):
         started = time.time()
         proc = start_train(*every_step, *(["resume=true"] if i else []))
-        while not last.exists() or last.stat().st_mtime < started:  # training, and writing checkpoints
+        while (
+            not last.exists() or last.stat().st_mtime < started
+        ):  # training, and writing checkpoints
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             time.sleep(0.02)
         time.sleep(random.Random(i).uniform(0.0, 0.3))
@@ -392,69 +502,134 @@ def test_kill_9_during_checkpoint_writes_never_leaves_a_damaged_checkpoint(tiny_
         all_checkpoints_load(run)
     proc = run_train(*every_step, "resume=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "last.ckpt" in all_checkpoints_load(run) and not list((run / "checkpoints").glob(".*.tmp"))
+    assert "last.ckpt" in all_checkpoints_load(run) and not list(
+        (run / "checkpoints").glob(".*.tmp")
+    )
     result = json.loads((run / "metrics.json").read_text())
-    # A kill at some moments (seen once in several runs: 9 extra steps) makes the resumed epoch repeat batches
-    # that were trained before the kill; never more than one epoch's worth (see the closing note of issue 11).
-    assert result["epochs"] == 6 and 6 * STEPS_PER_EPOCH <= result["global_step"] < 7 * STEPS_PER_EPOCH
+    # A kill at some moments (seen once in several runs: 9 extra steps) makes the resumed epoch
+    # repeat batches that were trained before the kill; never more than one epoch's worth (see the
+    # closing note of issue 11).
+    assert (
+        result["epochs"] == 6 and 6 * STEPS_PER_EPOCH <= result["global_step"] < 7 * STEPS_PER_EPOCH
+    )
 
 
-def test_resuming_a_complete_run_keeps_its_record_and_a_lost_test_pass_is_run_alone(tiny_mnist, tmp_path):
-    run, args = tmp_path / "run", [f"data.root={tiny_mnist}", *TINY, "callbacks.latent_embedding.num_points=50"]
+def test_resuming_a_complete_run_keeps_its_record_and_a_lost_test_pass_is_run_alone(
+    tiny_mnist, tmp_path
+):
+    run, args = (
+        tmp_path / "run",
+        [f"data.root={tiny_mnist}", *TINY, "callbacks.latent_embedding.num_points=50"],
+    )
     proc = run_train(*args, f"hydra.run.dir={run}", *callback_overrides("fail", FailOnTest))
-    assert proc.returncode == 1 and "the test pass failed" in proc.stderr  # a bug: its traceback is shown
+    assert (
+        proc.returncode == 1 and "the test pass failed" in proc.stderr
+    )  # a bug: its traceback is shown
     fit = json.loads((run / "metrics.json").read_text())  # written after the fit, before the test
-    assert fit["epochs"] == 2 and "val/loss" in fit["metrics"] and not any(k.startswith("test/") for k in fit["metrics"])
+    assert (
+        fit["epochs"] == 2
+        and "val/loss" in fit["metrics"]
+        and not any(k.startswith("test/") for k in fit["metrics"])
+    )
     proc = run_train(*args, f"hydra.run.dir={run}", "resume=true")  # only the test pass is left
     assert proc.returncode == 0, proc.stderr[-3000:]
     done = json.loads((run / "metrics.json").read_text())
     assert {k: v for k, v in done["metrics"].items() if not k.startswith("test/")} == fit["metrics"]
-    assert done["global_step"] == fit["global_step"] == 2 * STEPS_PER_EPOCH and "test/loss" in done["metrics"]
-    before = {p.name: p.read_bytes() for p in [run / "metrics.json", run / "run_info.json", *run.glob("checkpoints/*")]}
-    proc = run_train(*args, f"hydra.run.dir={run}", "resume=true")  # a requeued job of a complete run
-    assert proc.returncode == 0 and f"hydra.run.dir={run} is complete (2 epochs" in proc.stdout, proc.stderr[-3000:]
-    assert {p.name: p.read_bytes() for p in [run / "metrics.json", run / "run_info.json", *run.glob("checkpoints/*")]} == before
-    proc = run_train(*args, f"hydra.run.dir={run}", "resume=true", "optimizer.lr=0.01", "trainer.max_epochs=3")
+    assert (
+        done["global_step"] == fit["global_step"] == 2 * STEPS_PER_EPOCH
+        and "test/loss" in done["metrics"]
+    )
+    before = {
+        p.name: p.read_bytes()
+        for p in [run / "metrics.json", run / "run_info.json", *run.glob("checkpoints/*")]
+    }
+    proc = run_train(
+        *args, f"hydra.run.dir={run}", "resume=true"
+    )  # a requeued job of a complete run
+    assert proc.returncode == 0 and f"hydra.run.dir={run} is complete (2 epochs" in proc.stdout, (
+        proc.stderr[-3000:]
+    )
+    assert {
+        p.name: p.read_bytes()
+        for p in [run / "metrics.json", run / "run_info.json", *run.glob("checkpoints/*")]
+    } == before
+    proc = run_train(
+        *args, f"hydra.run.dir={run}", "resume=true", "optimizer.lr=0.01", "trainer.max_epochs=3"
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        "error: resume=true continues a run trained with optimizer.lr=0.001, but this command gives optimizer.lr=0.01: "
-        "drop that override to continue the run, or start a new run (another hydra.run.dir) with it")
+        "error: resume=true continues a run trained with optimizer.lr=0.001, "
+        "but this command gives optimizer.lr=0.01: "
+        "drop that override to continue the run, or start a new run (another hydra.run.dir) with it"
+    )
     assert {p.name: p.read_bytes() for p in [run / "metrics.json", *run.glob("checkpoints/*")]} == {
-        k: v for k, v in before.items() if k != "run_info.json"}
+        k: v for k, v in before.items() if k != "run_info.json"
+    }
 
 
 def test_two_sweeps_in_one_folder_never_train_in_the_same_job_folder(tiny_mnist, tmp_path):
     sweep_dir, marker = tmp_path / "sweep", tmp_path / "paused"
-    # started together (here: the CSV logger leaves no output the sweep's start-up check sees before the fit)
-    args = ["-m", f"data.root={tiny_mnist}", *QUICK, f"hydra.sweep.dir={sweep_dir}", "model.latent_dim=4", "logger=csv"]
+    # started together
+    # (here: the CSV logger leaves no output the sweep's start-up check sees before the fit)
+    args = [
+        "-m",
+        f"data.root={tiny_mnist}",
+        *QUICK,
+        f"hydra.sweep.dir={sweep_dir}",
+        "model.latent_dim=4",
+        "logger=csv",
+    ]
     first = start_train(*args, *callback_overrides("pause", PauseInSetup, marker=marker))
     try:
-        wait_for(marker, first)  # the first sweep's job 0 holds its folder, with no output in it yet
+        wait_for(
+            marker, first
+        )  # the first sweep's job 0 holds its folder, with no output in it yet
         second = run_train(*args)
         assert second.returncode == 2, second.stderr[-3000:]
-        assert (f"error: the sweep's job folder {sweep_dir / '0'} is in use by process {first.pid} on " in second.stderr
-                and "choose another hydra.sweep.dir=..." in second.stderr), second.stderr[-3000:]
-        assert not (sweep_dir / "0" / "checkpoints").exists() and not (sweep_dir / "0" / "run_info.json").exists()
+        assert (
+            f"error: the sweep's job folder {sweep_dir / '0'} is in use by process {first.pid} on "
+            in second.stderr
+            and "choose another hydra.sweep.dir=..." in second.stderr
+        ), second.stderr[-3000:]
+        assert (
+            not (sweep_dir / "0" / "checkpoints").exists()
+            and not (sweep_dir / "0" / "run_info.json").exists()
+        )
     finally:
         first.kill()
         first.wait()
 
 
 def test_a_bug_in_a_researchers_callback_shows_its_traceback(tiny_mnist, tmp_path):
-    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={tmp_path / 'run'}",
-                     *callback_overrides("mine", BuggyCallback))
-    assert proc.returncode == 1 and "Traceback" in proc.stderr and "self.schedule = [0] * every + None" in proc.stderr
+    proc = run_train(
+        f"data.root={tiny_mnist}",
+        *QUICK,
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *callback_overrides("mine", BuggyCallback),
+    )
+    assert (
+        proc.returncode == 1
+        and "Traceback" in proc.stderr
+        and "self.schedule = [0] * every + None" in proc.stderr
+    )
     assert "check the callbacks.mine" not in proc.stderr
 
 
 def test_sigterm_to_a_parallel_sweep_reaches_every_job_and_each_saves(tiny_mnist, tmp_path):
-    """hydra/launcher=joblib trains the jobs in worker processes: SIGTERM to the command stops them all, each
-    saving its last.ckpt and recording how to resume, and none is left training."""
+    """hydra/launcher=joblib trains the jobs in worker processes: SIGTERM to the command stops them
+    all, each saving its last.ckpt and recording how to resume, and none is left training."""
     sweep, paused = tmp_path / "sweep", tmp_path / "paused"
     paused.mkdir()
-    proc = start_train("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}",
-                       f"data.root={tiny_mnist}", *QUICK, "seed=1,2",
-                       *callback_overrides("pause", PauseEachUntilSigterm, epoch=0, batch=3, folder=paused))
+    proc = start_train(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={sweep}",
+        f"data.root={tiny_mnist}",
+        *QUICK,
+        "seed=1,2",
+        *callback_overrides("pause", PauseEachUntilSigterm, epoch=0, batch=3, folder=paused),
+    )
     deadline = time.monotonic() + 240
     while len(list(paused.iterdir())) < 2:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
@@ -465,16 +640,22 @@ def test_sigterm_to_a_parallel_sweep_reaches_every_job_and_each_saves(tiny_mnist
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 143, err[-3000:]
     for job in ("0", "1"):
-        assert json.loads((sweep / job / "run_info.json").read_text())["status"] == "interrupted", err[-3000:]
-        assert torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+        assert json.loads((sweep / job / "run_info.json").read_text())["status"] == "interrupted", (
+            err[-3000:]
+        )
+        assert (
+            torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+            == 4
+        )
         assert f"hydra.run.dir={sweep / job} resume=true" in err
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)  # no worker left training
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
 def test_a_real_full_disk_inside_torch_save_names_the_checkpoint_in_one_line(tmp_path):
-    """torch's writer on a full device (/dev/full) fails with an OSError that names no file (its own 'unexpected
-    pos' RuntimeError as the context): the save names the checkpoint, and the boundary makes it one line."""
+    """torch's writer on a full device (/dev/full) fails with an OSError that names no file (its own
+    'unexpected pos' RuntimeError as the context): the save names the checkpoint, and the boundary
+    makes it one line."""
     from vae_lightning import boundary
     from vae_lightning.files import writing
 

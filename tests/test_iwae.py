@@ -1,4 +1,5 @@
-"""The IWAE objective (Burda et al. 2016): k=1 is the ELBO, the bound tightens with k, gradients reach every layer."""
+"""The IWAE objective (Burda et al. 2016): k=1 is the ELBO, the bound tightens with k, gradients
+reach every layer."""
 
 import json
 
@@ -11,7 +12,11 @@ from vae_lightning.models import IWAE, VAE
 from vae_lightning.models.metrics import iw_log_likelihood
 from vae_lightning.models.schedules import iwae_paper
 
-NET = {"_target_": "vae_lightning.models.networks.MLPNet", "hidden_dims": [64, 32], "activation": "tanh"}
+NET = {
+    "_target_": "vae_lightning.models.networks.MLPNet",
+    "hidden_dims": [64, 32],
+    "activation": "tanh",
+}
 
 
 def module(objective: str = "iwae", k: int = 1, seed: int = 0, **settings) -> VAE:
@@ -33,24 +38,31 @@ def mean_over_draws(vae: VAE, x: torch.Tensor, key: str, draws: int) -> float:
 
 
 def test_iwae_with_one_sample_is_the_elbo():
-    """k=1: the IW bound is the ELBO with a one-sample Monte Carlo KL; averaged over draws it meets the analytic ELBO."""
+    """k=1: the IW bound is the ELBO with a one-sample Monte Carlo KL; averaged over draws it meets
+    the analytic ELBO."""
     x = binary_images()
     iwae, elbo = module("iwae", 1), module("elbo")
     with torch.no_grad():
         # the posterior means give the same deterministic KL in both
         assert iwae.losses(x)["kl"].item() == pytest.approx(elbo.losses(x)["kl"].item(), rel=1e-6)
         iw = torch.stack([iwae.losses(x)["iw_loss"] for _ in range(400)])
-        el = torch.stack([elbo.losses(x)["loss"] for _ in range(400)])  # analytic KL, one-sample recon
+        el = torch.stack(
+            [elbo.losses(x)["loss"] for _ in range(400)]
+        )  # analytic KL, one-sample recon
     analytic, stderr = el.mean().item(), (iw.var().item() / 400 + el.var().item() / 400) ** 0.5
     assert abs(iw.mean().item() - analytic) < 4 * stderr, (iw.mean().item(), analytic, stderr)
-    assert analytic > 500  # an untrained model: ~784 * 0.6 nats, so the comparison above is not trivially close
+    assert (
+        analytic > 500
+    )  # an untrained model: ~784 * 0.6 nats, so the comparison above is not trivially close
 
 
 def test_the_bound_tightens_with_k():
-    """-IW bound decreases with k (Burda et al., Theorem 1) and stays above the k=5000 estimate of -log p(x)."""
+    """-IW bound decreases with k (Burda et al., Theorem 1) and stays above the k=5000 estimate of
+    -log p(x)."""
     x = binary_images()
     bounds = {k: mean_over_draws(module("iwae", k), x, "iw_loss", 100) for k in (1, 5, 50)}
-    # Monte Carlo error of each mean ~0.04 nats; the gaps of this untrained model are ~1.1 and ~0.26 nats
+    # Monte Carlo error of each mean ~0.04 nats; the gaps of this untrained model are
+    # ~1.1 and ~0.26 nats
     assert bounds[1] > bounds[5] + 0.5 and bounds[5] > bounds[50] + 0.1, bounds
     with torch.no_grad():
         nll = -iw_log_likelihood(module("iwae", 1), x, k=5000).mean().item()
@@ -60,7 +72,9 @@ def test_the_bound_tightens_with_k():
     assert elbos[1] == pytest.approx(elbos[50], rel=2e-3)
 
 
-@pytest.mark.parametrize("net", [NET, {"_target_": "vae_lightning.models.networks.ConvNet", "channels": [8, 16]}])
+@pytest.mark.parametrize(
+    "net", [NET, {"_target_": "vae_lightning.models.networks.ConvNet", "channels": [8, 16]}]
+)
 def test_gradients_of_the_iw_bound_reach_encoder_and_decoder(net):
     torch.manual_seed(0)
     vae = IWAE(net=net, latent_dim=4, k=5)
@@ -87,7 +101,9 @@ def test_kl_warm_up_weights_the_prior_ratio_and_leaves_iw_loss_the_true_bound():
 def test_iwae_settings_are_checked():
     with pytest.raises(SettingError, match="k=0 must be >= 1"):
         module("iwae", 0)
-    with pytest.raises(SettingError, match="free_bits=0.5 is not part of the IWAE bound: use model=vae"):
+    with pytest.raises(
+        SettingError, match="free_bits=0.5 is not part of the IWAE bound: use model=vae"
+    ):
         module("iwae", 5, free_bits=0.5)
 
 
@@ -110,17 +126,29 @@ def test_iwae_paper_schedule_follows_3_to_the_i_epochs_and_scales_to_max_epochs(
 
 
 def test_iwae_preset_trains_and_evaluates_at_its_k(tiny_mnist, tmp_path):
-    """experiment=iwae_paper_k5 runs (with the schedule squeezed into 2 epochs), logs */iw_loss beside */loss,
-    and eval uses the preset's k without being told."""
+    """experiment=iwae_paper_k5 runs (with the schedule squeezed into 2 epochs), logs */iw_loss
+    beside */loss, and eval uses the preset's k without being told."""
     run = tmp_path / "run"
-    proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={run}", "experiment=iwae_paper_k5", "trainer.max_epochs=2",
-                     "data.val_size=100", "eval.iw_samples=7")
+    proc = run_train(
+        f"data.root={tiny_mnist}",
+        f"hydra.run.dir={run}",
+        "experiment=iwae_paper_k5",
+        "trainer.max_epochs=2",
+        "data.val_size=100",
+        "eval.iw_samples=7",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
-    assert metrics["lr-Adam"] == pytest.approx(1e-4, rel=1e-9)  # all 7 decays of 10^(-1/7) within the 2 epochs
+    assert metrics["lr-Adam"] == pytest.approx(
+        1e-4, rel=1e-9
+    )  # all 7 decays of 10^(-1/7) within the 2 epochs
     for stage in ("train", "val", "test"):
-        assert metrics[f"{stage}/iw_loss"] < metrics[f"{stage}/loss"], stage  # the IW bound is the tighter one
-    proc = run_module("vae_lightning.eval", f"ckpt_path={run}/checkpoints/last.ckpt", "eval.batch_size=50")
+        assert metrics[f"{stage}/iw_loss"] < metrics[f"{stage}/loss"], (
+            stage
+        )  # the IW bound is the tighter one
+    proc = run_module(
+        "vae_lightning.eval", f"ckpt_path={run}/checkpoints/last.ckpt", "eval.batch_size=50"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((run / "eval.json").read_text())
     assert result["iw_samples"] == 7 and result["iw_nll"] < result["neg_elbo"]

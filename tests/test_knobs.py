@@ -1,4 +1,5 @@
-"""The research knobs: likelihoods (cb, mse), beta, KL warm-up, free bits, binarization, TensorBoard extras."""
+"""The research knobs: likelihoods (cb, mse), beta, KL warm-up, free bits, binarization, TensorBoard
+extras."""
 
 import math
 
@@ -25,9 +26,12 @@ GRID = torch.linspace(0, 1, 200_001, dtype=torch.float64)
 
 
 def cb_log_norm(logits: torch.Tensor) -> torch.Tensor:
-    """log C(lambda): what the cb likelihood adds to -BCE, read off its log density at x = 0 and 1."""
+    """log C(lambda): what the cb likelihood adds to -BCE, read off its log density
+    at x = 0 and 1."""
     lik = Likelihood("cb")
-    at0 = -lik.nll(logits.view(-1, 1, 1, 1), torch.zeros(len(logits), 1, 1, 1))  # log C + log(1 - lambda)
+    at0 = -lik.nll(
+        logits.view(-1, 1, 1, 1), torch.zeros(len(logits), 1, 1, 1)
+    )  # log C + log(1 - lambda)
     return at0.double() - torch.log1p(-torch.sigmoid(logits.double()))
 
 
@@ -37,18 +41,28 @@ def test_cb_log_normalizer_matches_numeric_integration():
     unnormalized = LAMBDAS[:, None] ** GRID * (1 - LAMBDAS[:, None]) ** (1 - GRID)
     numeric = -torch.trapezoid(unnormalized, GRID).log()
     assert torch.allclose(cb_log_norm(logits.float()), numeric, atol=1e-5)
-    assert cb_log_norm(torch.zeros(1)).item() == pytest.approx(math.log(2))  # lambda = 1/2: uniform density is 1
+    assert cb_log_norm(torch.zeros(1)).item() == pytest.approx(
+        math.log(2)
+    )  # lambda = 1/2: uniform density is 1
 
 
 def test_cb_is_a_density_on_the_unit_interval_and_samples_show_its_mean():
     logits = torch.logit(LAMBDAS).float()
     x = GRID.float()[:, None].expand(-1, len(LAMBDAS))
-    nll = Likelihood("cb").nll(logits.expand(len(GRID), -1).reshape(-1, 1, 1, 1), x.reshape(-1, 1, 1, 1))
+    nll = Likelihood("cb").nll(
+        logits.expand(len(GRID), -1).reshape(-1, 1, 1, 1), x.reshape(-1, 1, 1, 1)
+    )
     density = (-nll).exp().view(len(GRID), -1).double()
-    assert torch.allclose(torch.trapezoid(density, GRID, dim=0), torch.ones(len(LAMBDAS), dtype=torch.float64), atol=1e-4)
+    assert torch.allclose(
+        torch.trapezoid(density, GRID, dim=0),
+        torch.ones(len(LAMBDAS), dtype=torch.float64),
+        atol=1e-4,
+    )
     mean = torch.trapezoid(GRID[:, None] * density, GRID, dim=0)
     assert torch.allclose(Likelihood("cb").mean(logits).double(), mean, atol=1e-4)
-    assert (mean - LAMBDAS).abs().max() > 0.1  # the mean is not lambda: showing lambda would be wrong
+    assert (
+        mean - LAMBDAS
+    ).abs().max() > 0.1  # the mean is not lambda: showing lambda would be wrong
     module = VAE(latent_dim=3, net=mlp(16), loss="cb")
     z = torch.randn(4, 3)
     expected = ContinuousBernoulli(logits=module.net.decode(z)).mean
@@ -58,10 +72,16 @@ def test_cb_is_a_density_on_the_unit_interval_and_samples_show_its_mean():
 def test_mse_is_a_gaussian_density_with_variance_one_half():
     x = torch.linspace(-6, 6, 120_001, dtype=torch.float64)[:, None]
     logit = torch.full_like(x, 0.3)  # decoder output: the mean is -6 + 12 * sigmoid(0.3)
-    density = (-Likelihood("mse", data_range=(-6.0, 6.0)).nll(logit.view(-1, 1, 1, 1), x.view(-1, 1, 1, 1))).exp()
+    density = (
+        -Likelihood("mse", data_range=(-6.0, 6.0)).nll(logit.view(-1, 1, 1, 1), x.view(-1, 1, 1, 1))
+    ).exp()
     assert torch.trapezoid(density, x[:, 0]).item() == pytest.approx(1.0, abs=1e-6)
-    mean = -6.0 + 12.0 * torch.sigmoid(torch.tensor(0.3, dtype=torch.float64))  # sigmoid scaled to the data range
-    assert torch.trapezoid(x[:, 0] * density, x[:, 0]).item() == pytest.approx(mean.item(), abs=1e-4)
+    mean = -6.0 + 12.0 * torch.sigmoid(
+        torch.tensor(0.3, dtype=torch.float64)
+    )  # sigmoid scaled to the data range
+    assert torch.trapezoid(x[:, 0] * density, x[:, 0]).item() == pytest.approx(
+        mean.item(), abs=1e-4
+    )
     variance = torch.trapezoid((x[:, 0] - mean) ** 2 * density, x[:, 0])
     assert variance.item() == pytest.approx(0.5, abs=1e-4)
 
@@ -80,7 +100,9 @@ def test_loss_stays_the_negative_elbo_and_beta_weights_only_the_objective():
     assert torch.allclose(out["loss"], out["recon"] + out["kl"])
     assert torch.allclose(out["objective"], out["recon"] + 4.0 * out["kl"])
     torch.manual_seed(0)
-    assert torch.allclose(module.losses(torch.rand(16, 1, 28, 28), kl_weight=0.0)["objective"], out["recon"])
+    assert torch.allclose(
+        module.losses(torch.rand(16, 1, 28, 28), kl_weight=0.0)["objective"], out["recon"]
+    )
 
 
 def test_free_bits_stop_the_kl_gradient_below_the_threshold():
@@ -91,27 +113,42 @@ def test_free_bits_stop_the_kl_gradient_below_the_threshold():
         torch.manual_seed(1)
         out = module.losses(x)
         per_dim_floor = 4 * free_bits
-        assert out["objective"].item() == pytest.approx(out["recon"].item() + max(out["kl"].item(), per_dim_floor), rel=1e-6)
+        assert out["objective"].item() == pytest.approx(
+            out["recon"].item() + max(out["kl"].item(), per_dim_floor), rel=1e-6
+        )
         (out["objective"] - out["recon"]).backward()
-        assert (module.net.fc_mu.weight.grad is not None and module.net.fc_mu.weight.grad.abs().sum() > 0) == kl_gets_gradient
+        assert (
+            module.net.fc_mu.weight.grad is not None
+            and module.net.fc_mu.weight.grad.abs().sum() > 0
+        ) == kl_gets_gradient
 
 
 def test_training_logs_the_objective_and_the_warmup_weight(tiny_mnist):
     L.seed_everything(0)
     dm = MNISTDataModule(root=str(tiny_mnist), batch_size=50, val_size=100, download=False)
     module = VAE(latent_dim=4, net=mlp(32), kl_weight=2.0, kl_warmup_epochs=2, free_bits=0.1)
-    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu")
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(module, datamodule=dm)
     m = {k: float(v) for k, v in trainer.callback_metrics.items()}
     # epoch 1 of a 2-epoch warm-up: beta = 2 * (1 + i/10) / 2 for batches i = 0..9, mean 1.45
     assert m["train/kl_weight"] == pytest.approx(1.45, abs=1e-4)
-    assert m["val/loss"] == pytest.approx(m["val/recon"] + m["val/kl"], rel=1e-5)  # the real negative ELBO
+    assert m["val/loss"] == pytest.approx(
+        m["val/recon"] + m["val/kl"], rel=1e-5
+    )  # the real negative ELBO
     assert "train/objective" in m and m["train/objective"] != pytest.approx(m["train/loss"])
 
 
 def test_binarization_is_dynamic_for_training_and_fixed_for_test(tiny_mnist):
-    dm = MNISTDataModule(root=str(tiny_mnist), batch_size=500, val_size=100, download=False, binarize=True)
+    dm = MNISTDataModule(
+        root=str(tiny_mnist), batch_size=500, val_size=100, download=False, binarize=True
+    )
     grey = MNISTDataModule(root=str(tiny_mnist), batch_size=500, val_size=100, download=False)
     loader = dm.train_dataloader()
     first = next(iter(loader))[0]
@@ -122,28 +159,44 @@ def test_binarization_is_dynamic_for_training_and_fixed_for_test(tiny_mnist):
     assert torch.equal(first, again) and not torch.equal(first[: len(other_epoch)], other_epoch)
     assert not torch.equal(first, next(iter(grey.train_dataloader()))[0])
     p = next(iter(grey.train_dataloader()))[0]
-    assert (first.mean() - p.mean()).abs() < 0.005  # Bernoulli(p) draws keep the grey level on average
+    assert (
+        first.mean() - p.mean()
+    ).abs() < 0.005  # Bernoulli(p) draws keep the grey level on average
     test = dm.split("test")[0]
     assert test.shape == (200, 1, 28, 28) and set(test.unique().tolist()) == {0, 255}
-    other_seed = MNISTDataModule(root=str(tiny_mnist), val_size=100, download=False, binarize=True, seed=7)
-    assert torch.equal(test, other_seed.split("test")[0])  # the test set does not depend on data.seed
+    other_seed = MNISTDataModule(
+        root=str(tiny_mnist), val_size=100, download=False, binarize=True, seed=7
+    )
+    assert torch.equal(
+        test, other_seed.split("test")[0]
+    )  # the test set does not depend on data.seed
 
 
 def test_tensorboard_shows_kl_per_dim_each_epoch_and_the_test_embedding(latent2_run):
-    events = EventAccumulator(str(latent2_run / "tensorboard"), size_guidance={"histograms": 0, "scalars": 0}).Reload()
+    events = EventAccumulator(
+        str(latent2_run / "tensorboard"), size_guidance={"histograms": 0, "scalars": 0}
+    ).Reload()
     steps = [e.step for e in events.Scalars("val/loss")]
-    assert [e.step for e in events.Histograms("kl_per_dim")] == steps == [15, 31, 47]  # one x-axis: the step
+    assert (
+        [e.step for e in events.Histograms("kl_per_dim")] == steps == [15, 31, 47]
+    )  # one x-axis: the step
     # the dims' KLs add up to the epoch's val/kl (both are means over the validation images)
     for hist, kl in zip(events.Histograms("kl_per_dim"), events.Scalars("val/kl")):
-        assert abs(hist.histogram_value.sum - kl.value) < 1e-3 * max(1.0, kl.value), (hist.histogram_value.sum, kl.value)
+        assert abs(hist.histogram_value.sum - kl.value) < 1e-3 * max(1.0, kl.value), (
+            hist.histogram_value.sum,
+            kl.value,
+        )
     assert len(events.Scalars("val/kl_dims_above_0.01")) == 3
-    # val/active_units counts as eval does (Cov_x E_q[z_d] > 0.01), here on the validation set of the last epoch
+    # val/active_units counts as eval does (Cov_x E_q[z_d] > 0.01),
+    # here on the validation set of the last epoch
     from vae_lightning.models.metrics import active_units
     from vae_lightning.runs.checkpoints import build_datamodule, load_model
 
     module, config = load_model(latent2_run / "checkpoints" / "last.ckpt")
     with torch.no_grad():
-        mus = torch.cat([module.encode(x) for x, _ in build_datamodule(config, module).loader("val")])
+        mus = torch.cat(
+            [module.encode(x) for x, _ in build_datamodule(config, module).loader("val")]
+        )
     assert [e.value for e in events.Scalars("val/active_units")][-1] == active_units(mus)[0]
     projector = latent2_run / "tensorboard" / "projector_config.pbtxt"
     assert "test_mu" in projector.read_text() and "sprite.png" in projector.read_text()
@@ -151,17 +204,21 @@ def test_tensorboard_shows_kl_per_dim_each_epoch_and_the_test_embedding(latent2_
     labels = (folder / "metadata.tsv").read_text().splitlines()
     vectors = (folder / "tensors.tsv").read_text().splitlines()
     assert len(labels) == len(vectors) == 100 and len(vectors[0].split("\t")) == 2
-    assert set(labels) <= {str(k) for k in range(10)} | {f"{k} - {w}" for k, w in enumerate(
-        "zero one two three four five six seven eight nine".split())}
+    assert set(labels) <= {str(k) for k in range(10)} | {
+        f"{k} - {w}"
+        for k, w in enumerate("zero one two three four five six seven eight nine".split())
+    }
 
 
 @pytest.mark.parametrize(
     "override,match",
-    [("model.free_bits=-1", "model.free_bits=-1 must be >= 0"),
-     ("model.kl_warmup_epochs=1.5", "model.kl_warmup_epochs=1.5 must be an integer >= 0"),
-     ("data.binarize=maybe", "data.binarize='maybe' must be true or false"),
-     ("model.loss=gauss", "model.loss='gauss' is not one of bce, cb, mse"),
-     ("model.loss=cb data.mean=0.5 data.std=0.5", "model.loss=cb needs pixels in \\[0, 1\\]")],
+    [
+        ("model.free_bits=-1", "model.free_bits=-1 must be >= 0"),
+        ("model.kl_warmup_epochs=1.5", "model.kl_warmup_epochs=1.5 must be an integer >= 0"),
+        ("data.binarize=maybe", "data.binarize='maybe' must be true or false"),
+        ("model.loss=gauss", "model.loss='gauss' is not one of bce, cb, mse"),
+        ("model.loss=cb data.mean=0.5 data.std=0.5", "model.loss=cb needs pixels in \\[0, 1\\]"),
+    ],
 )
 def test_bad_knob_values_are_refused(override, match):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -181,7 +238,9 @@ def test_cpu_threads_are_shared_among_the_processes_on_the_machine():
     try:
         CpuThreads().setup(SimpleNamespace(strategy=cpu, world_size=2, num_nodes=1), None, "fit")
         assert torch.get_num_threads() == max(1, os.cpu_count() // 2)
-        CpuThreads(threads=3).setup(SimpleNamespace(strategy=cpu, world_size=1, num_nodes=1), None, "fit")
+        CpuThreads(threads=3).setup(
+            SimpleNamespace(strategy=cpu, world_size=1, num_nodes=1), None, "fit"
+        )
         assert torch.get_num_threads() == 3
         CpuThreads().setup(SimpleNamespace(strategy=cpu, world_size=1, num_nodes=1), None, "fit")
         assert torch.get_num_threads() == os.cpu_count()  # alone on the machine: every core

@@ -1,5 +1,5 @@
-"""Loggers beside TensorBoard, each for real and offline: CSV, MLflow (local SQLite store), W&B (offline), several
-at once; tags and the run name reach them, metrics.json and the sweep summary."""
+"""Loggers beside TensorBoard, each for real and offline: CSV, MLflow (local SQLite store), W&B
+(offline), several at once; tags and the run name reach them, metrics.json and the sweep summary."""
 
 import csv
 import json
@@ -15,8 +15,14 @@ QUICK = [*TINY, "callbacks.latent_embedding.num_points=20", "test=false"]
 
 def train(tiny_mnist: Path, tmp_path: Path, *args: str) -> Path:
     run = tmp_path / "run"
-    proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={run}", f"paths.log_dir={tmp_path}", *QUICK, *args,
-                     env={"WANDB_SILENT": "true", "WANDB_MODE": "offline"})
+    proc = run_train(
+        f"data.root={tiny_mnist}",
+        f"hydra.run.dir={run}",
+        f"paths.log_dir={tmp_path}",
+        *QUICK,
+        *args,
+        env={"WANDB_SILENT": "true", "WANDB_MODE": "offline"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
 
@@ -38,7 +44,9 @@ def test_mlflow_logger_records_the_run_with_its_name_tags_and_metrics(tiny_mnist
     run = train(tiny_mnist, tmp_path, "logger=mlflow", "tags=[baseline,tiny]", "model.latent_dim=3")
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     [found] = client.search_runs([client.get_experiment_by_name("vae_lightning").experiment_id])
-    name = found.info.run_name  # the overrides that shape the result: no paths, no callbacks or display switches
+    name = (
+        found.info.run_name
+    )  # the overrides that shape the result: no paths, no callbacks or display switches
     assert name.endswith("model.latent_dim=3") and "data.batch_size=32" in name
     assert "data.root" not in name and "callbacks" not in name and "enable_progress_bar" not in name
     assert {"baseline", "tiny"} <= set(found.data.tags)
@@ -51,19 +59,35 @@ def test_wandb_logger_works_offline(tiny_mnist, tmp_path):
     pytest.importorskip("wandb")
     run = train(tiny_mnist, tmp_path, "logger=wandb", "tags=[offline]")
     offline = list((run / "wandb").glob("offline-run-*"))
-    assert len(offline) == 1 and list(offline[0].glob("run-*.wandb")), list((run / "wandb").iterdir())
+    assert len(offline) == 1 and list(offline[0].glob("run-*.wandb")), list(
+        (run / "wandb").iterdir()
+    )
 
 
 def test_many_loggers_at_once(tiny_mnist, tmp_path):
     pytest.importorskip("mlflow")
     run = train(tiny_mnist, tmp_path, "logger=many")
-    assert list((run / "tensorboard").glob("events.*")) and csv_rows(run) and (tmp_path / "mlflow.db").is_file()
+    assert (
+        list((run / "tensorboard").glob("events.*"))
+        and csv_rows(run)
+        and (tmp_path / "mlflow.db").is_file()
+    )
 
 
 def test_the_sweep_summary_shows_run_names_and_tags(tiny_mnist, tmp_path):
-    proc = run_train("-m", f"data.root={tiny_mnist}", f"hydra.sweep.dir={tmp_path / 's'}", *QUICK, "trainer.max_epochs=1",
-                     "model.latent_dim=2,4", "tags=[grid]")
+    proc = run_train(
+        "-m",
+        f"data.root={tiny_mnist}",
+        f"hydra.sweep.dir={tmp_path / 's'}",
+        *QUICK,
+        "trainer.max_epochs=1",
+        "model.latent_dim=2,4",
+        "tags=[grid]",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = sorted(read_csv(tmp_path / "s" / "summary.csv"), key=lambda r: r["job"])
-    assert [r["run_name"].rsplit(" ", 1)[-1] for r in rows] == ["model.latent_dim=2", "model.latent_dim=4"]
+    assert [r["run_name"].rsplit(" ", 1)[-1] for r in rows] == [
+        "model.latent_dim=2",
+        "model.latent_dim=4",
+    ]
     assert [r["tags"] for r in rows] == ["grid", "grid"]

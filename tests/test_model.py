@@ -1,4 +1,5 @@
-"""The networks, the likelihoods and the LightningModule: shapes, gradients, closed-form KL, the interface."""
+"""The networks, the likelihoods and the LightningModule: shapes, gradients, closed-form KL, the
+interface."""
 
 import math
 
@@ -14,7 +15,11 @@ from vae_lightning.models.priors.normal import kl_per_dim
 
 def mlp(*hidden: int, **settings) -> dict:
     """The config of an MLP network with these hidden widths (what model.net holds)."""
-    return {"_target_": "vae_lightning.models.networks.MLPNet", "hidden_dims": list(hidden), **settings}
+    return {
+        "_target_": "vae_lightning.models.networks.MLPNet",
+        "hidden_dims": list(hidden),
+        **settings,
+    }
 
 
 def test_mlp_follows_the_tutorial_architecture():
@@ -24,7 +29,15 @@ def test_mlp_follows_the_tutorial_architecture():
     assert logits.shape == (5, 1, 28, 28) and mu.shape == (5, 20) and logvar.shape == (5, 20)
     linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
     shapes = [(m.in_features, m.out_features) for m in linears]
-    assert shapes == [(784, 512), (512, 256), (256, 20), (256, 20), (20, 256), (256, 512), (512, 784)]
+    assert shapes == [
+        (784, 512),
+        (512, 256),
+        (256, 20),
+        (256, 20),
+        (20, 256),
+        (256, 512),
+        (512, 784),
+    ]
     assert sum(p.numel() for p in net.parameters()) == 1_082_680  # 1.08M parameters
     assert [type(m).__name__ for m in net.encoder.modules()].count("ReLU") == 2
     tanh = MLPNet((1, 28, 28), 20, [200, 200], activation="tanh")  # the IWAE paper's
@@ -45,22 +58,32 @@ def test_conv_net_encodes_and_decodes_28_and_32_pixel_images(shape):
 
 
 def test_network_settings_are_checked_by_the_network():
-    with pytest.raises(SettingError, match=r"^channels=\[32, 64, 128\] halves the 28x28 images 3 times.*divide by 8"):
+    with pytest.raises(
+        SettingError,
+        match=r"^channels=\[32, 64, 128\] halves the 28x28 images 3 times.*divide by 8",
+    ):
         ConvNet((1, 28, 28), 8, channels=[32, 64, 128])
-    with pytest.raises(SettingError, match=r"^hidden_dims=\[\] must be a non-empty list of positive integers"):
+    with pytest.raises(
+        SettingError, match=r"^hidden_dims=\[\] must be a non-empty list of positive integers"
+    ):
         MLPNet((1, 28, 28), 8, hidden_dims=[])
     with pytest.raises(SettingError, match=r"^activation='swish' is not one of relu, tanh"):
         MLPNet((1, 28, 28), 8, activation="swish")
     # seen from the module, the same errors name the full setting
     with pytest.raises(SettingError, match=r"^net.hidden_dims=\[0\] must be"):
         VAE(net=mlp(0))
-    with pytest.raises(SettingError, match=r"^net._target_='torch.nn.Linear' is not a network: .*VAENet"):
+    with pytest.raises(
+        SettingError, match=r"^net._target_='torch.nn.Linear' is not a network: .*VAENet"
+    ):
         VAE(net={"_target_": "torch.nn.Linear", "in_features": 1, "out_features": 1})
 
 
 def test_module_rebuilds_any_network_from_plain_hyperparameters():
-    module = VAE(net={"_target_": "vae_lightning.models.networks.ConvNet", "channels": [8, 16]}, latent_dim=3,
-                       input_shape=(3, 32, 32))
+    module = VAE(
+        net={"_target_": "vae_lightning.models.networks.ConvNet", "channels": [8, 16]},
+        latent_dim=3,
+        input_shape=(3, 32, 32),
+    )
     assert isinstance(module.net, ConvNet) and isinstance(module.net, VAENet)
     hp = dict(module.hparams)
     assert hp["net"] == {"_target_": "vae_lightning.models.networks.ConvNet", "channels": [8, 16]}
@@ -102,14 +125,18 @@ def test_bce_is_summed_over_pixels_per_sample():
     assert torch.allclose(recon, torch.full((2,), 784 * math.log(2.0)))
     x = torch.tensor([[[[1.0, 0.0]]]])  # a confident right guess costs ~0, a wrong one ~|logit|
     expected = 8.0 + 2 * math.log1p(math.exp(-8))
-    assert Likelihood("bce").nll(torch.tensor([[[[8.0, 8.0]]]]), x).item() == pytest.approx(expected, rel=1e-4)
+    assert Likelihood("bce").nll(torch.tensor([[[[8.0, 8.0]]]]), x).item() == pytest.approx(
+        expected, rel=1e-4
+    )
 
 
 def test_output_activation_follows_the_data_range_per_channel():
     lik = Likelihood("mse", data_range=([-1.0, 0.0, -2.0], [1.0, 1.0, 2.0]))
     mean = lik.mean(torch.tensor([-1e4, 0.0, 1e4]).view(1, 3, 1, 1).expand(1, 3, 1, 1))
     assert torch.allclose(mean.flatten(), torch.tensor([-1.0, 0.5, 2.0]))
-    assert torch.allclose(Likelihood("bce").mean(torch.zeros(1, 1, 2, 2)), torch.full((1, 1, 2, 2), 0.5))
+    assert torch.allclose(
+        Likelihood("bce").mean(torch.zeros(1, 1, 2, 2)), torch.full((1, 1, 2, 2), 0.5)
+    )
 
 
 def test_module_loss_is_per_image_and_independent_of_batch_size():
@@ -122,7 +149,9 @@ def test_module_loss_is_per_image_and_independent_of_batch_size():
     for part in (x[:32], x[32:]):
         torch.manual_seed(1)
         halves.append(module.losses(part)["recon"])
-    assert 400 < full["recon"].item() < 800  # ~784 * log 2 at initialization: nats per image, not per batch
+    assert (
+        400 < full["recon"].item() < 800
+    )  # ~784 * log 2 at initialization: nats per image, not per batch
     assert torch.allclose(full["loss"], full["recon"] + full["kl"])
     assert abs(full["recon"].item() - sum(h.item() for h in halves) / 2) < 5
 
@@ -130,10 +159,15 @@ def test_module_loss_is_per_image_and_independent_of_batch_size():
 @pytest.mark.parametrize("mean,std", [(0.5, 0.5), (0.1307, 0.3081)])
 def test_bce_on_normalized_pixels_is_refused(mean, std):
     lo, hi = (0 - mean) / std, (1 - mean) / std
-    with pytest.raises(SettingError, match=r"^loss=bce needs pixels in .*data.mean/data.std.*data.mean=0 data.std=1, "
-                                           r"or loss=mse"):
+    with pytest.raises(
+        SettingError,
+        match=r"^loss=bce needs pixels in .*data.mean/data.std.*data.mean=0 data.std=1, "
+        r"or loss=mse",
+    ):
         Likelihood("bce", (lo, hi))
-    with pytest.raises(SettingError, match=r"^model.loss=cb needs pixels in \[0, 1\] .*or model.loss=mse"):
+    with pytest.raises(
+        SettingError, match=r"^model.loss=cb needs pixels in \[0, 1\] .*or model.loss=mse"
+    ):
         try:
             VAE(loss="cb", data_range=(lo, hi))
         except SettingError as e:

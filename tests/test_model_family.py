@@ -1,5 +1,6 @@
-"""The model is a component: one file per model behind BaseVAE, priors and posteriors as components, every model
-measured by the same IW estimate, and every checkpoint coming back as the class it was trained with."""
+"""The model is a component: one file per model behind BaseVAE, priors and posteriors as components,
+every model measured by the same IW estimate, and every checkpoint coming back as the class it was
+trained with."""
 
 import json
 import math
@@ -21,7 +22,11 @@ from vae_lightning.models.priors import MoGPrior, NormalPrior, VampPrior
 from vae_lightning.runs.checkpoints import load_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
-NET = {"_target_": "vae_lightning.models.networks.MLPNet", "hidden_dims": [64], "activation": "tanh"}
+NET = {
+    "_target_": "vae_lightning.models.networks.MLPNet",
+    "hidden_dims": [64],
+    "activation": "tanh",
+}
 MOG = {"_target_": "vae_lightning.models.priors.MoGPrior", "components": 3}
 VAMP = {"_target_": "vae_lightning.models.priors.VampPrior", "components": 10, "init_std": 0.3}
 IAF = {"_target_": "vae_lightning.models.posteriors.IAFPosterior", "steps": 2, "hidden_dim": 32}
@@ -41,7 +46,9 @@ MODELS = {  # every model of the family (small sizes), as the command line would
 def binary_images(n: int = 64, seed: int = 1) -> torch.Tensor:
     images, _ = digit_like_images(n, seed)
     g = torch.Generator().manual_seed(seed)
-    return torch.bernoulli(torch.tensor(images / 255.0, dtype=torch.float32), generator=g).unsqueeze(1)
+    return torch.bernoulli(
+        torch.tensor(images / 255.0, dtype=torch.float32), generator=g
+    ).unsqueeze(1)
 
 
 def test_a_one_component_mixture_at_the_standard_normal_gives_its_elbo():
@@ -54,16 +61,25 @@ def test_a_one_component_mixture_at_the_standard_normal_gives_its_elbo():
     mixture.net.load_state_dict(normal.net.state_dict())
     x = binary_images(32)
     with torch.no_grad():
-        analytic = torch.stack([normal.losses(x)["loss"] for _ in range(400)])  # closed-form KL, one-sample recon
-        draws = torch.stack([mixture.losses(x)["loss"] for _ in range(400)])  # Monte Carlo KL on each draw
+        analytic = torch.stack(
+            [normal.losses(x)["loss"] for _ in range(400)]
+        )  # closed-form KL, one-sample recon
+        draws = torch.stack(
+            [mixture.losses(x)["loss"] for _ in range(400)]
+        )  # Monte Carlo KL on each draw
         assert normal.losses(x)["kl_dims"] is not None and mixture.losses(x)["kl_dims"] is None
     stderr = math.sqrt(analytic.var().item() / 400 + draws.var().item() / 400)
-    assert abs(draws.mean().item() - analytic.mean().item()) < 4 * stderr, (draws.mean(), analytic.mean(), stderr)
+    assert abs(draws.mean().item() - analytic.mean().item()) < 4 * stderr, (
+        draws.mean(),
+        analytic.mean(),
+        stderr,
+    )
     assert analytic.mean().item() > 400  # an untrained model: the comparison is not trivially close
 
 
 def test_the_monte_carlo_kl_of_the_vampprior_averages_to_the_integrated_kl():
-    """1-D latent: KL(q(z|x) || (1/K) sum_k q(z|u_k)) by quadrature on a fine grid, against the model's Monte Carlo KL."""
+    """1-D latent: KL(q(z|x) || (1/K) sum_k q(z|u_k)) by quadrature on a fine grid, against the
+    model's Monte Carlo KL."""
     torch.manual_seed(0)
     model = VAE(net=NET, latent_dim=1, prior={**VAMP, "components": 5, "init_std": 0.5})
     x = binary_images(16)
@@ -71,13 +87,19 @@ def test_the_monte_carlo_kl_of_the_vampprior_averages_to_the_integrated_kl():
         model.net.fc_mu.weight.mul_(10)  # posteriors spread apart, as after training
         mu, logvar = model.net.posterior(x)
         grid = torch.linspace(-12, 12, 48001)
-        log_q = -0.5 * ((grid[None] - mu) ** 2 / logvar.exp() + logvar + math.log(2 * math.pi))  # (B, G)
+        log_q = -0.5 * (
+            (grid[None] - mu) ** 2 / logvar.exp() + logvar + math.log(2 * math.pi)
+        )  # (B, G)
         log_p = model.prior.log_prob(grid[:, None], model.net.posterior)  # (G,)
         integrated = torch.trapezoid(log_q.exp() * (log_q - log_p), grid, dim=1).mean().item()
         draws = torch.stack([model.losses(x)["kl"] for _ in range(4000)])
     stderr = draws.std().item() / math.sqrt(len(draws))
     assert integrated > 0.05  # the prior is not the posterior: a KL worth measuring
-    assert abs(draws.mean().item() - integrated) < 4 * stderr, (draws.mean().item(), integrated, stderr)
+    assert abs(draws.mean().item() - integrated) < 4 * stderr, (
+        draws.mean().item(),
+        integrated,
+        stderr,
+    )
 
 
 def test_iaf_with_zero_steps_is_the_gaussian_posterior_and_its_log_q_is_a_density():
@@ -88,7 +110,8 @@ def test_iaf_with_zero_steps_is_the_gaussian_posterior_and_its_log_q_is_a_densit
     torch.manual_seed(2)
     z_gauss, log_q_gauss = gaussian.rsample(mu, logvar, 7)
     assert torch.equal(z, z_gauss) and torch.allclose(log_q, log_q_gauss)
-    # with steps, log q stays a density (the flow's log-determinant is right): in 1-D, q integrates to 1 over its draws
+    # with steps, log q stays a density (the flow's log-determinant is right):
+    # in 1-D, q integrates to 1 over its draws
     flow = IAFPosterior(latent_dim=1, steps=3, hidden_dim=8, gate_bias=-1.0)
     with torch.no_grad():
         z, log_q = flow.rsample(torch.zeros(1, 1), torch.zeros(1, 1), 200_000)
@@ -103,8 +126,12 @@ def test_every_model_iw_estimate_bounds_its_elbo_and_tightens_with_k(name):
     model = MODELS[name]().eval()
     x = binary_images(48)
     with torch.no_grad():
-        elbo = torch.stack([model.log_weights(x, 1)[0] for _ in range(20)]).mean().item()  # a 20-draw ELBO
-        iw = {k: iw_log_likelihood(model, x, k, max_decodes=48 * 50).mean().item() for k in (10, 200)}
+        elbo = (
+            torch.stack([model.log_weights(x, 1)[0] for _ in range(20)]).mean().item()
+        )  # a 20-draw ELBO
+        iw = {
+            k: iw_log_likelihood(model, x, k, max_decodes=48 * 50).mean().item() for k in (10, 200)
+        }
         iw[1] = torch.stack([iw_log_likelihood(model, x, 1) for _ in range(20)]).mean().item()
     assert abs(iw[1] - elbo) < 1.0, (iw, elbo)  # k=1 is the ELBO
     assert iw[1] + 0.2 < iw[10] < iw[200], iw
@@ -124,16 +151,25 @@ def test_gradients_reach_every_layer_of_every_model(name):
 def test_priors_and_posteriors_check_their_own_settings():
     with pytest.raises(SettingError, match=r"^prior.components=0 must be >= 1"):
         VAE(net=NET, prior={**MOG, "components": 0})
-    with pytest.raises(SettingError, match=r"^prior.comps=3 is not a setting of MoGPrior: drop it with ~prior.comps"):
+    with pytest.raises(
+        SettingError,
+        match=r"^prior.comps=3 is not a setting of MoGPrior: drop it with ~prior.comps",
+    ):
         VAE(net=NET, prior={"_target_": MOG["_target_"], "comps": 3})
     with pytest.raises(SettingError, match=r"^posterior.steps=-1 must be >= 0"):
         VAE(net=NET, posterior={**IAF, "steps": -1})
-    with pytest.raises(SettingError, match=r"^prior._target_='torch.nn.Linear' is not a prior: it must subclass "
-                                           r"vae_lightning.models.priors.Prior"):
+    with pytest.raises(
+        SettingError,
+        match=r"^prior._target_='torch.nn.Linear' is not a prior: it must subclass "
+        r"vae_lightning.models.priors.Prior",
+    ):
         VAE(net=NET, prior={"_target_": "torch.nn.Linear"})
     with pytest.raises(SettingError, match=r"^free_bits=0.5 needs the KL of each latent dim"):
         VAE(net=NET, prior=VAMP, free_bits=0.5)
-    with pytest.raises(SettingError, match=r"^hidden_dims=\[\[32\]\] must give one list of widths per stochastic layer"):
+    with pytest.raises(
+        SettingError,
+        match=r"^hidden_dims=\[\[32\]\] must give one list of widths per stochastic layer",
+    ):
         HVAE(latent_dims=[8, 4], hidden_dims=[[32]])
     with pytest.raises(SettingError, match=r"^model.prior.init_std=-1 must be >= 0"):
         try:
@@ -145,28 +181,48 @@ def test_priors_and_posteriors_check_their_own_settings():
 def fit_and_save(model: BaseVAE, path: Path) -> Path:
     """A few optimizer steps through Lightning, then the checkpoint it writes."""
     x = binary_images(32)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.zeros(32)), batch_size=16)
-    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, accelerator="cpu")
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, torch.zeros(32)), batch_size=16
+    )
+    trainer = L.Trainer(
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        accelerator="cpu",
+    )
     trainer.fit(model, loader)
     model.run_config = {"data": {}}  # train.py saves the run's composed config here
     trainer.save_checkpoint(path)
     return path
 
 
-@pytest.mark.parametrize("name", ["vae+vamp", "vae+iaf", "iwae", "hvae+vamp", "hiwae", "beta-tcvae"])
+@pytest.mark.parametrize(
+    "name", ["vae+vamp", "vae+iaf", "iwae", "hvae+vamp", "hiwae", "beta-tcvae"]
+)
 def test_a_checkpoint_comes_back_as_the_class_it_was_trained_with(name, tmp_path):
-    if name == "beta-tcvae":  # a fork's subclass, __init__(*args, **kwargs), given Hydra's containers as values
+    if (
+        name == "beta-tcvae"
+    ):  # a fork's subclass, __init__(*args, **kwargs), given Hydra's containers as values
         from tests.custom_models import BetaTCVAE
 
-        model = BetaTCVAE(net=OmegaConf.create(NET), latent_dim=4, input_shape=OmegaConf.create([1, 28, 28]), tc_weight=3.0)
+        model = BetaTCVAE(
+            net=OmegaConf.create(NET),
+            latent_dim=4,
+            input_shape=OmegaConf.create([1, 28, 28]),
+            tc_weight=3.0,
+        )
     else:
         torch.manual_seed(0)
         model = MODELS[name]()
     path = fit_and_save(model, tmp_path / "model.ckpt")
     torch.load(path, weights_only=True)  # plain values only
     loaded, _ = load_model(path)
-    also = BaseVAE.load_from_checkpoint(path, weights_only=True)  # Lightning's own entry point, on the base class
+    also = BaseVAE.load_from_checkpoint(
+        path, weights_only=True
+    )  # Lightning's own entry point, on the base class
     assert type(loaded) is type(model) is type(also)
     assert loaded.hparams == model.hparams
     x = binary_images(8)
@@ -181,9 +237,19 @@ def test_a_checkpoint_comes_back_as_the_class_it_was_trained_with(name, tmp_path
 
 
 LEGACY = {  # from the checkpoints written by main before the model family (same images and seeds)
-    "legacy_vae": {"class": VAE, "loss": 536.473388671875, "kl": 0.27842772006988525, "mu_sum": 1.9392297267913818},
-    "legacy_iwae": {"class": IWAE, "loss": 536.9149169921875, "kl": 0.1642143726348877, "mu_sum": 1.551401138305664,
-                    "iw_loss": 535.2219848632812},
+    "legacy_vae": {
+        "class": VAE,
+        "loss": 536.473388671875,
+        "kl": 0.27842772006988525,
+        "mu_sum": 1.9392297267913818,
+    },
+    "legacy_iwae": {
+        "class": IWAE,
+        "loss": 536.9149169921875,
+        "kl": 0.1642143726348877,
+        "mu_sum": 1.551401138305664,
+        "iw_loss": 535.2219848632812,
+    },
 }
 
 
@@ -207,28 +273,61 @@ def test_checkpoints_of_before_the_model_family_load_with_their_numbers(name):
 QUICK = [*TINY, "callbacks.latent_embedding.num_points=50"]
 
 
-def test_a_model_and_a_prior_from_a_file_under_tests_train_evaluate_and_sample(tiny_mnist, tmp_path):
+def test_a_model_and_a_prior_from_a_file_under_tests_train_evaluate_and_sample(
+    tiny_mnist, tmp_path
+):
     run = tmp_path / "tcvae"
-    proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={run}", *QUICK, "model._target_=tests.custom_models.BetaTCVAE",
-                     "+model.tc_weight=4.0", "model.latent_dim=6", "model.net.hidden_dims=[64]",
-                     "model.prior._target_=tests.custom_models.LaplacePrior", "+model.prior.scale=0.5")
+    proc = run_train(
+        f"data.root={tiny_mnist}",
+        f"hydra.run.dir={run}",
+        *QUICK,
+        "model._target_=tests.custom_models.BetaTCVAE",
+        "+model.tc_weight=4.0",
+        "model.latent_dim=6",
+        "model.net.hidden_dims=[64]",
+        "model.prior._target_=tests.custom_models.LaplacePrior",
+        "+model.prior.scale=0.5",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     hp = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
-    assert hp["prior"] == {"_target_": "tests.custom_models.LaplacePrior", "scale": 0.5} and hp["tc_weight"] == 4.0
+    assert (
+        hp["prior"] == {"_target_": "tests.custom_models.LaplacePrior", "scale": 0.5}
+        and hp["tc_weight"] == 4.0
+    )
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
-    assert {"train/tc", "val/tc", "test/tc"} <= set(metrics) and metrics["val/loss"] < 0.6 * 784 * math.log(2)
-    proc = run_module("vae_lightning.eval", f"ckpt_path={run}/checkpoints/last.ckpt", "eval.iw_samples=20")
+    assert {"train/tc", "val/tc", "test/tc"} <= set(metrics) and metrics[
+        "val/loss"
+    ] < 0.6 * 784 * math.log(2)
+    proc = run_module(
+        "vae_lightning.eval", f"ckpt_path={run}/checkpoints/last.ckpt", "eval.iw_samples=20"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((run / "eval.json").read_text())
-    assert result["model"] == "BetaTCVAE" and result["iw_nll"] <= result["neg_elbo"] + 1.0 and result["latent_dim"] == 6
-    proc = run_module("vae_lightning.sample", f"ckpt_path={run}/checkpoints/last.ckpt", "n=16", f"out={tmp_path}/s.png")
+    assert (
+        result["model"] == "BetaTCVAE"
+        and result["iw_nll"] <= result["neg_elbo"] + 1.0
+        and result["latent_dim"] == 6
+    )
+    proc = run_module(
+        "vae_lightning.sample",
+        f"ckpt_path={run}/checkpoints/last.ckpt",
+        "n=16",
+        f"out={tmp_path}/s.png",
+    )
     assert proc.returncode == 0 and (tmp_path / "s.png").stat().st_size > 1000, proc.stderr[-3000:]
 
 
 def test_the_two_layer_model_with_the_vampprior_from_the_command_line(tiny_mnist, tmp_path):
     run = tmp_path / "hvae"
-    proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={run}", *QUICK, "model=hvae", "model/prior=vamp",
-                     "model.prior.components=20", "data.binarize=true")
+    proc = run_train(
+        f"data.root={tiny_mnist}",
+        f"hydra.run.dir={run}",
+        *QUICK,
+        "model=hvae",
+        "model/prior=vamp",
+        "model.prior.components=20",
+        "data.binarize=true",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["hparams"]["model"] == "HVAE"
@@ -237,14 +336,21 @@ def test_the_two_layer_model_with_the_vampprior_from_the_command_line(tiny_mnist
     tags = set(events.Tags()["scalars"])
     assert {"val/active_units", "val/active_units_z1", "val/active_units_z2"} <= tags, tags
     assert "kl_per_dim" not in events.Tags()["histograms"]  # no KL per dim for a Monte Carlo KL
-    proc = run_module("vae_lightning.eval", f"ckpt_path={run}/checkpoints/last.ckpt", "eval.iw_samples=10")
+    proc = run_module(
+        "vae_lightning.eval", f"ckpt_path={run}/checkpoints/last.ckpt", "eval.iw_samples=10"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((run / "eval.json").read_text())
     assert result["model"] == "HVAE" and set(result["layers"]) == {"z1", "z2"}
     assert result["layers"]["z1"]["latent_dim"] == 100 and result["latent_dim"] == 150
     assert "z1" in proc.stdout and result["iw_nll"] <= result["neg_elbo"] + 1.0
-    proc = run_module("vae_lightning.sample", f"ckpt_path={run}/checkpoints/last.ckpt", "n=16", "mode=traverse",
-                      f"out={tmp_path}/t.png")
+    proc = run_module(
+        "vae_lightning.sample",
+        f"ckpt_path={run}/checkpoints/last.ckpt",
+        "n=16",
+        "mode=traverse",
+        f"out={tmp_path}/t.png",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -253,10 +359,14 @@ def test_every_model_and_part_composes_from_the_command_line():
 
     from tests.conftest import REPO
 
-    cases = {("model=iwae",): ("IWAE", {"k": 5}), ("model=hiwae", "model.k=50"): ("HIWAE", {"k": 50}),
-             ("model/prior=mog",): ("VAE", {"prior": MoGPrior}), ("model/posterior=iaf",): ("VAE", {"posterior": IAFPosterior}),
-             ("model=hvae", "model/prior=vamp"): ("HVAE", {"prior": VampPrior}),
-             ("experiment=iwae_paper_k50",): ("IWAE", {"k": 50, "latent_dim": 50})}
+    cases = {
+        ("model=iwae",): ("IWAE", {"k": 5}),
+        ("model=hiwae", "model.k=50"): ("HIWAE", {"k": 50}),
+        ("model/prior=mog",): ("VAE", {"prior": MoGPrior}),
+        ("model/posterior=iaf",): ("VAE", {"posterior": IAFPosterior}),
+        ("model=hvae", "model/prior=vamp"): ("HVAE", {"prior": VampPrior}),
+        ("experiment=iwae_paper_k50",): ("IWAE", {"k": 50, "latent_dim": 50}),
+    }
     for overrides, (cls, expected) in cases.items():
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
             cfg = compose("train", overrides=list(overrides))

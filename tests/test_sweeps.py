@@ -1,5 +1,5 @@
-"""Multiruns end to end: the sweep summary, failed jobs, rebuilding the summary, HParams across runs,
-the joblib launcher, the Optuna sweeper and the SLURM launcher config."""
+"""Multiruns end to end: the sweep summary, failed jobs, rebuilding the summary, HParams across
+runs, the joblib launcher, the Optuna sweeper and the SLURM launcher config."""
 
 import csv
 import math
@@ -14,15 +14,23 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from tests.conftest import REPO, TINY, run_train
 from vae_lightning import summarize
 
-ONE_EPOCH = [*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.num_sanity_val_steps=0",
-             "callbacks.latent_embedding.num_points=50"]
+ONE_EPOCH = [
+    *TINY,
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=4",
+    "trainer.num_sanity_val_steps=0",
+    "callbacks.latent_embedding.num_points=50",
+]
 
 
 def sweep(root: Path, sweep_dir: Path, *args: str, code: int = 0) -> Path:
     proc = run_train("-m", f"data.root={root}", f"hydra.sweep.dir={sweep_dir}", *ONE_EPOCH, *args)
     assert proc.returncode == code, proc.stderr[-3000:]
     if code:  # a job failed: the sweep says so on its last line, and still writes the summary
-        assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "jobs did not complete" in proc.stderr
+        assert (
+            proc.stderr.strip().splitlines()[-1].startswith("error: ")
+            and "jobs did not complete" in proc.stderr
+        )
     return sweep_dir
 
 
@@ -33,20 +41,32 @@ def read_csv(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def grid(tiny_mnist, tmp_path_factory):
-    return sweep(tiny_mnist, tmp_path_factory.mktemp("sweeps") / "grid", "model.latent_dim=2,8", "optimizer.lr=1e-3,3e-3")
+    return sweep(
+        tiny_mnist,
+        tmp_path_factory.mktemp("sweeps") / "grid",
+        "model.latent_dim=2,8",
+        "optimizer.lr=1e-3,3e-3",
+    )
 
 
 def test_grid_gives_one_row_per_run_sorted_by_val_loss(grid):
     rows = read_csv(grid / "summary.csv")
     assert len(rows) == 4
     assert {(int(r["model.latent_dim"]), float(r["optimizer.lr"])) for r in rows} == {
-        (2, 1e-3), (2, 3e-3), (8, 1e-3), (8, 3e-3)}
+        (2, 1e-3),
+        (2, 3e-3),
+        (8, 1e-3),
+        (8, 3e-3),
+    }
     losses = [float(r["val/loss"]) for r in rows]
     assert losses == sorted(losses) and all(math.isfinite(v) and v > 0 for v in losses)
     for r in rows:
         run = Path(r["run_dir"])
         overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
-        assert f"model.latent_dim={r['model.latent_dim']}" in overrides and f"optimizer.lr={r['optimizer.lr']}" in overrides
+        assert (
+            f"model.latent_dim={r['model.latent_dim']}" in overrides
+            and f"optimizer.lr={r['optimizer.lr']}" in overrides
+        )
         assert r["status"] == "completed" and r["epochs"] == "1" and r["error"] == ""
         assert 0 < float(r["wall_time_s"]) < 120 and float(r["test/loss"]) > 0
     md = (grid / "summary.md").read_text().splitlines()
@@ -63,49 +83,86 @@ def test_summarize_rebuilds_the_same_table(grid, tmp_path):
     assert summarize.main([str(tmp_path)]) == 2  # a folder without job folders
 
 
-def test_every_run_of_the_sweep_has_its_hparams_in_tensorboard_under_a_name_saying_what_varies(grid):
+def test_every_run_of_the_sweep_has_its_hparams_in_tensorboard_under_a_name_saying_what_varies(
+    grid,
+):
     for r in read_csv(grid / "summary.csv"):
         label = f"model.latent_dim={r['model.latent_dim']},optimizer.lr={r['optimizer.lr']}"
-        folder = Path(r["run_dir"]) / "tensorboard" / label  # TensorBoard's run name: "<job>/tensorboard/<label>"
+        folder = (
+            Path(r["run_dir"]) / "tensorboard" / label
+        )  # TensorBoard's run name: "<job>/tensorboard/<label>"
         assert [p.name for p in (Path(r["run_dir"]) / "tensorboard").iterdir()] == [label]
         acc = EventAccumulator(str(folder), size_guidance={"tensors": 0, "scalars": 0}).Reload()
         assert acc.Scalars("val/loss")
         content = acc.PluginTagToContent("hparams")
-        assert "_hparams_/experiment" not in content  # one experiment for the whole sweep, in the sweep folder
-        session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+        assert (
+            "_hparams_/experiment" not in content
+        )  # one experiment for the whole sweep, in the sweep folder
+        session = plugin_data_pb2.HParamsPluginData.FromString(
+            content["_hparams_/session_start_info"]
+        )
         values = session.session_start_info.hparams
         assert values["model.latent_dim"].number_value == int(r["model.latent_dim"])
         assert values["optimizer.lr"].number_value == pytest.approx(float(r["optimizer.lr"]))
-        assert "data.root" not in values and "data.download" not in values and "optimizer.fused" not in values
-        ended = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_end_info"]).session_end_info
+        assert (
+            "data.root" not in values
+            and "data.download" not in values
+            and "optimizer.fused" not in values
+        )
+        ended = plugin_data_pb2.HParamsPluginData.FromString(
+            content["_hparams_/session_end_info"]
+        ).session_end_info
         assert ended.status == 1  # STATUS_SUCCESS
 
 
 def test_the_hparams_dashboard_shows_swept_and_model_settings_first(grid):
     acc = EventAccumulator(str(grid), size_guidance={"tensors": 0}).Reload()
     content = acc.PluginTagToContent("hparams")
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/experiment"]
+    ).experiment
     # TensorBoard orders the columns by (not differs, name)
-    columns = [h.name for h in sorted(experiment.hparam_infos, key=lambda h: (not h.differs, h.name))]
+    columns = [
+        h.name for h in sorted(experiment.hparam_infos, key=lambda h: (not h.differs, h.name))
+    ]
     first = [h.name for h in experiment.hparam_infos if h.differs]
-    assert columns[: len(first)] == sorted(first) and {"model.latent_dim", "optimizer.lr"} <= set(first)
-    assert {"model.loss", "model.net", "model.net.hidden_dims", "optimizer", "model.kl_weight"} <= set(first)
+    assert columns[: len(first)] == sorted(first) and {"model.latent_dim", "optimizer.lr"} <= set(
+        first
+    )
+    assert {
+        "model.loss",
+        "model.net",
+        "model.net.hidden_dims",
+        "optimizer",
+        "model.kl_weight",
+    } <= set(first)
     assert not any(c.startswith(("data.", "seed", "trainer.")) for c in first), first
-    assert {"data.batch_size", "data.name", "seed", "trainer.max_epochs"} <= set(columns) - set(first)
+    assert {"data.batch_size", "data.name", "seed", "trainer.max_epochs"} <= set(columns) - set(
+        first
+    )
     assert not {"data.root", "data.download", "optimizer.fused", "model.compile"} & set(columns)
     assert [m.name.tag for m in experiment.metric_infos] == ["val/loss", "test/loss"]
 
 
 def test_failed_jobs_become_failed_rows_and_the_others_finish(tiny_mnist, tmp_path):
     """In parallel through joblib: a config error, a crash inside Lightning, and one good run."""
-    out = sweep(tiny_mnist, tmp_path / "sweep", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                "model.latent_dim=0,4", "trainer.precision=32-true,bogus", code=2)
+    out = sweep(
+        tiny_mnist,
+        tmp_path / "sweep",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "model.latent_dim=0,4",
+        "trainer.precision=32-true,bogus",
+        code=2,
+    )
     rows = read_csv(out / "summary.csv")
     assert len(rows) == 4
     ok = [r for r in rows if r["status"] == "completed"]
     assert [(r["model.latent_dim"], r["trainer.precision"]) for r in ok] == [("4", "32-true")]
     assert math.isfinite(float(ok[0]["val/loss"])) and rows[0] == ok[0]  # failures sort last
-    failed = {(r["model.latent_dim"], r["trainer.precision"]): r for r in rows if r["status"] == "failed"}
+    failed = {
+        (r["model.latent_dim"], r["trainer.precision"]): r for r in rows if r["status"] == "failed"
+    }
     assert set(failed) == {("0", "32-true"), ("0", "bogus"), ("4", "bogus")}
     assert failed[("0", "32-true")]["error"].startswith("model.latent_dim=0 must be >= 1")
     assert "bogus" in failed[("4", "bogus")]["error"] and failed[("4", "bogus")]["val/loss"] == ""
@@ -113,35 +170,70 @@ def test_failed_jobs_become_failed_rows_and_the_others_finish(tiny_mnist, tmp_pa
 
 
 def test_optuna_search_runs_trials_and_minimizes_val_loss(tiny_mnist, tmp_path):
-    out = sweep(tiny_mnist, tmp_path / "optuna", "hparams_search=optuna", "hydra.sweeper.n_trials=3",
-                "hydra.sweeper.sampler.n_startup_trials=3")
+    out = sweep(
+        tiny_mnist,
+        tmp_path / "optuna",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler.n_startup_trials=3",
+    )
     rows = read_csv(out / "summary.csv")
     assert len(rows) == 3 and all(r["status"] == "completed" for r in rows)
     for r in rows:
-        assert 1e-4 <= float(r["optimizer.lr"]) <= 3e-3 and r["model.latent_dim"] in {"2", "5", "10", "20", "32"}
+        assert 1e-4 <= float(r["optimizer.lr"]) <= 3e-3 and r["model.latent_dim"] in {
+            "2",
+            "5",
+            "10",
+            "20",
+            "32",
+        }
         assert 0.25 <= float(r["model.kl_weight"]) <= 2.0
     best = yaml.safe_load((out / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(float(rows[0]["val/loss"]), rel=1e-5)
-    assert float(best["best_params"]["model.kl_weight"]) == pytest.approx(float(rows[0]["model.kl_weight"]), rel=1e-5)
+    assert float(best["best_params"]["model.kl_weight"]) == pytest.approx(
+        float(rows[0]["model.kl_weight"]), rel=1e-5
+    )
 
 
 def test_slurm_launcher_config_composes():
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+        cfg = compose(
+            "train",
+            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+            return_hydra_config=True,
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
-    assert launcher.partition == "gpu" and launcher.tasks_per_node == 1 and launcher.gpus_per_node == 1
-    assert "vae_lightning.summarize.SweepSummary" in [c._target_ for c in cfg.hydra.callbacks.values()]
+    assert (
+        launcher.partition == "gpu" and launcher.tasks_per_node == 1 and launcher.gpus_per_node == 1
+    )
+    assert "vae_lightning.summarize.SweepSummary" in [
+        c._target_ for c in cfg.hydra.callbacks.values()
+    ]
 
 
 def test_slurm_native_ddp_configs_compose_one_task_per_gpu(monkeypatch):
-    """trainer=slurm + hydra/launcher=slurm_ddp: a SLURM job per run with one task per GPU (Lightning's SLURM DDP)."""
+    """trainer=slurm + hydra/launcher=slurm_ddp: a SLURM job per run with one task per GPU
+    (Lightning's SLURM DDP)."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm_ddp", "trainer=slurm", "trainer.devices=4",
-                                          "trainer.num_nodes=2"], return_hydra_config=True)
+        cfg = compose(
+            "train",
+            overrides=[
+                "hydra/launcher=slurm_ddp",
+                "trainer=slurm",
+                "trainer.devices=4",
+                "trainer.num_nodes=2",
+            ],
+            return_hydra_config=True,
+        )
         launcher, trainer = cfg.hydra.launcher, cfg.trainer
         assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
-        assert (trainer.strategy, trainer.accelerator, trainer.devices, trainer.num_nodes) == ("ddp", "gpu", 4, 2)
+        assert (trainer.strategy, trainer.accelerator, trainer.devices, trainer.num_nodes) == (
+            "ddp",
+            "gpu",
+            4,
+            2,
+        )
         # inside an sbatch allocation the task layout comes from SLURM itself
         monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "8")
         monkeypatch.setenv("SLURM_NNODES", "3")
@@ -150,12 +242,24 @@ def test_slurm_native_ddp_configs_compose_one_task_per_gpu(monkeypatch):
 
 
 def test_a_sweep_whose_jobs_all_fail_exits_2_and_damaged_jobs_are_marked(tiny_mnist, tmp_path):
-    proc = run_train("-m", f"data.root={tiny_mnist}", f"hydra.sweep.dir={tmp_path / 's'}", *ONE_EPOCH,
-                     "model.latent_dim=1,2", "data.val_size=1000")  # every job fails once its data is read
+    proc = run_train(
+        "-m",
+        f"data.root={tiny_mnist}",
+        f"hydra.sweep.dir={tmp_path / 's'}",
+        *ONE_EPOCH,
+        "model.latent_dim=1,2",
+        "data.val_size=1000",
+    )  # every job fails once its data is read
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: 2 of 2 jobs did not complete (job 0, 1): see ")
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: 2 of 2 jobs did not complete (job 0, 1): see ")
+    )
     rows = read_csv(tmp_path / "s" / "summary.csv")
-    assert [r["status"] for r in rows] == ["failed", "failed"] and rows[0]["error"].startswith("data.val_size=1000")
+    assert [r["status"] for r in rows] == ["failed", "failed"] and rows[0]["error"].startswith(
+        "data.val_size=1000"
+    )
 
 
 def test_summarize_marks_jobs_with_unreadable_files_as_damaged(grid, tmp_path):
@@ -174,10 +278,17 @@ def test_summarize_marks_jobs_with_unreadable_files_as_damaged(grid, tmp_path):
 
 def test_submitit_local_launcher_runs_the_jobs(tiny_mnist, tmp_path):
     """The same code path as SLURM (submitit), each job in its own process on this machine."""
-    out = sweep(tiny_mnist, tmp_path / "submitit", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
-                "model.latent_dim=2,4")
+    out = sweep(
+        tiny_mnist,
+        tmp_path / "submitit",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=5",
+        "model.latent_dim=2,4",
+    )
     rows = read_csv(out / "summary.csv")
-    assert sorted(r["model.latent_dim"] for r in rows) == ["2", "4"] and all(r["status"] == "completed" for r in rows)
+    assert sorted(r["model.latent_dim"] for r in rows) == ["2", "4"] and all(
+        r["status"] == "completed" for r in rows
+    )
     assert list((out / ".submitit").glob("*/*_result.pkl"))  # submitit's own record of each job
 
 
@@ -191,14 +302,31 @@ def test_an_optuna_study_is_shared_by_two_workers_through_sqlite(tiny_mnist, tmp
     from tests.conftest import REPO
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    optuna.create_study(study_name="shared", storage=storage, direction="minimize")  # once, before the workers
+    optuna.create_study(
+        study_name="shared", storage=storage, direction="minimize"
+    )  # once, before the workers
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     workers = [
-        subprocess.Popen([sys.executable, "-m", "vae_lightning.train", f"data.root={tiny_mnist}", *ONE_EPOCH,
-                          f"hydra.sweep.dir={tmp_path / f'worker{i}'}", "hparams_search=optuna", "hydra.sweeper.n_trials=2",
-                          "hydra.sweeper.sampler.n_startup_trials=2", f"hydra.sweeper.storage={storage}",
-                          "hydra.sweeper.study_name=shared", f"hydra.sweeper.sampler.seed={i}"],
-                         cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vae_lightning.train",
+                f"data.root={tiny_mnist}",
+                *ONE_EPOCH,
+                f"hydra.sweep.dir={tmp_path / f'worker{i}'}",
+                "hparams_search=optuna",
+                "hydra.sweeper.n_trials=2",
+                "hydra.sweeper.sampler.n_startup_trials=2",
+                f"hydra.sweeper.storage={storage}",
+                "hydra.sweeper.study_name=shared",
+                f"hydra.sweeper.sampler.seed={i}",
+            ],
+            cwd=REPO,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(2)
     ]
     for w in workers:
@@ -206,4 +334,6 @@ def test_an_optuna_study_is_shared_by_two_workers_through_sqlite(tiny_mnist, tmp
         assert w.returncode == 0, err[-3000:]
     study = optuna.load_study(study_name="shared", storage=storage)
     trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(trials) == 4 and study.best_value == min(t.value for t in trials)  # one study, both workers' trials
+    assert len(trials) == 4 and study.best_value == min(
+        t.value for t in trials
+    )  # one study, both workers' trials

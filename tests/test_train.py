@@ -1,4 +1,5 @@
-"""The real entry point end to end: a short run's folder, TensorBoard content, learning, reproducibility."""
+"""The real entry point end to end: a short run's folder, TensorBoard content, learning,
+reproducibility."""
 
 import json
 import math
@@ -25,37 +26,61 @@ def tiny_run(tiny_mnist, tmp_path_factory):
 
 
 def events(run_dir: Path) -> EventAccumulator:
-    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc = EventAccumulator(
+        str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0}
+    )
     return acc.Reload()
 
 
 def test_run_folder_holds_config_checkpoints_and_metrics(tiny_run):
-    assert (tiny_run / ".hydra" / "config.yaml").is_file() and (tiny_run / ".hydra" / "overrides.yaml").is_file()
+    assert (tiny_run / ".hydra" / "config.yaml").is_file() and (
+        tiny_run / ".hydra" / "overrides.yaml"
+    ).is_file()
     ckpts = sorted(p.name for p in (tiny_run / "checkpoints").iterdir())
     assert "last.ckpt" in ckpts and any(n.startswith("best-epoch") for n in ckpts)
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     for key in SCALARS + ["test/loss", "best/val_loss"]:
         assert key in metrics["metrics"], key
-    assert metrics["epochs"] == 3 and metrics["global_step"] == 3 * 16  # ceil(500 / 32) steps per epoch
-    assert metrics["hparams"]["model.latent_dim"] == 20 and metrics["hparams"]["data.batch_size"] == 32
+    assert (
+        metrics["epochs"] == 3 and metrics["global_step"] == 3 * 16
+    )  # ceil(500 / 32) steps per epoch
+    assert (
+        metrics["hparams"]["model.latent_dim"] == 20 and metrics["hparams"]["data.batch_size"] == 32
+    )
     ckpt = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["run_config"]["model"]["loss"] == "bce" and ckpt["hyper_parameters"]["latent_dim"] == 20
+    assert (
+        ckpt["run_config"]["model"]["loss"] == "bce"
+        and ckpt["hyper_parameters"]["latent_dim"] == 20
+    )
 
 
 def test_a_run_shows_its_config_and_a_summary_and_logs_to_train_log(tiny_mnist, tmp_path):
     run = tmp_path / "shown"
-    proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={run}", *TINY, "trainer.max_epochs=1")
+    proc = run_train(
+        f"data.root={tiny_mnist}", f"hydra.run.dir={run}", *TINY, "trainer.max_epochs=1"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     tree = (run / "config_tree.log").read_text()
-    assert tree.startswith("config") and "MLPNet" in tree and "latent_dim: 20" in tree and "\x1b[" not in tree
+    assert (
+        tree.startswith("config")
+        and "MLPNet" in tree
+        and "latent_dim: 20" in tree
+        and "\x1b[" not in tree
+    )
     assert "latent_dim: 20" in proc.stdout  # printed at the start
-    summary = proc.stdout[proc.stdout.index("summary"):]
-    for line in (f"run folder        {run}", "best checkpoint   best-epoch000.ckpt  (val/loss ", "test, nats/image  loss ",
-                 f"tensorboard --logdir {run}"):
+    summary = proc.stdout[proc.stdout.index("summary") :]
+    for line in (
+        f"run folder        {run}",
+        "best checkpoint   best-epoch000.ckpt  (val/loss ",
+        "test, nats/image  loss ",
+        f"tensorboard --logdir {run}",
+    ):
         assert line in summary, summary
     log = (run / "train.log").read_text()
     assert "`Trainer.fit` stopped" in log and "summary" in log  # Lightning's messages and ours
-    assert json.loads((run / "metrics.json").read_text())["metrics"]["lr-Adam"] == 1e-3  # exact, not float32's
+    assert (
+        json.loads((run / "metrics.json").read_text())["metrics"]["lr-Adam"] == 1e-3
+    )  # exact, not float32's
 
 
 def test_tensorboard_has_every_scalar_and_image_for_every_epoch(tiny_run):
@@ -71,7 +96,10 @@ def test_tensorboard_has_every_scalar_and_image_for_every_epoch(tiny_run):
         pngs = sorted(p.name for p in (tiny_run / "images").glob(f"{tag}_epoch*.png"))
         assert pngs == [f"{tag}_epoch00{e}.png" for e in range(3)], pngs  # the same grids as files
     sample = acc.Images("samples")[0]
-    assert (sample.width, sample.height) == (4 * 30 + 2, 4 * 30 + 2)  # a 4x4 grid of 28x28 with 2px padding
+    assert (sample.width, sample.height) == (
+        4 * 30 + 2,
+        4 * 30 + 2,
+    )  # a 4x4 grid of 28x28 with 2px padding
     recon = acc.Images("reconstructions")[0]
     assert (recon.width, recon.height) == (16 * 30 + 2, 2 * 30 + 2)  # inputs above reconstructions
 
@@ -80,12 +108,24 @@ def test_hparams_dashboard_gets_the_runs_settings_without_paths(tiny_run):
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     content = events(tiny_run).PluginTagToContent("hparams")
-    values = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info.hparams
-    assert {"model.latent_dim", "optimizer.lr", "model.loss", "model.net", "data.batch_size", "seed"} <= set(values)
-    assert values["model.net"].string_value == "MLPNet" and values["optimizer"].string_value == "Adam"
+    values = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]
+    ).session_start_info.hparams
+    assert {
+        "model.latent_dim",
+        "optimizer.lr",
+        "model.loss",
+        "model.net",
+        "data.batch_size",
+        "seed",
+    } <= set(values)
+    assert (
+        values["model.net"].string_value == "MLPNet" and values["optimizer"].string_value == "Adam"
+    )
     assert not {"data.root", "data.download", "optimizer.fused", "model.compile"} & set(values)
     assert "_hparams_/session_end_info" in content  # the run finished
-    # no experiment of its own: TensorBoard builds the columns from all the runs it shows, differing ones first
+    # no experiment of its own: TensorBoard builds the columns from all the runs it shows,
+    # differing ones first
     assert "_hparams_/experiment" not in content
 
 
@@ -103,76 +143,140 @@ def test_same_seed_same_metrics(tiny_mnist, tmp_path):
     b = train_tiny(tiny_mnist, tmp_path / "b", "seed=7")
     assert (a / "metrics.json").read_bytes() == (b / "metrics.json").read_bytes()
     c = train_tiny(tiny_mnist, tmp_path / "c", "seed=8")
-    assert json.loads((a / "metrics.json").read_text())["metrics"] != json.loads((c / "metrics.json").read_text())["metrics"]
+    assert (
+        json.loads((a / "metrics.json").read_text())["metrics"]
+        != json.loads((c / "metrics.json").read_text())["metrics"]
+    )
 
 
 def test_bce_on_minus_one_one_is_refused_from_the_command_line(tiny_mnist, tmp_path):
-    proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={tmp_path / 'r'}", "data.mean=0.5", "data.std=0.5")
+    proc = run_train(
+        f"data.root={tiny_mnist}",
+        f"hydra.run.dir={tmp_path / 'r'}",
+        "data.mean=0.5",
+        "data.std=0.5",
+    )
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: model.loss=bce") and "data.mean=0 data.std=1" in lines[-1], proc.stderr
+    assert (
+        lines[-1].startswith("error: model.loss=bce") and "data.mean=0 data.std=1" in lines[-1]
+    ), proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "r" / "checkpoints").exists() and not (tmp_path / "r" / "tensorboard").exists()
+    assert (
+        not (tmp_path / "r" / "checkpoints").exists()
+        and not (tmp_path / "r" / "tensorboard").exists()
+    )
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "FashionMNIST").is_dir(), reason="needs ../shared/data (Fashion-MNIST)")
+@pytest.mark.skipif(
+    not (SHARED_DATA / "FashionMNIST").is_dir(), reason="needs ../shared/data (Fashion-MNIST)"
+)
 def test_one_real_epoch_on_fashion_mnist(tmp_path):
-    proc = run_train(f"data.root={SHARED_DATA}", "data=fashion_mnist", f"hydra.run.dir={tmp_path}",
-                     "trainer.max_epochs=1", "trainer.enable_progress_bar=false")
+    proc = run_train(
+        f"data.root={SHARED_DATA}",
+        "data=fashion_mnist",
+        f"hydra.run.dir={tmp_path}",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["global_step"] == 860  # ceil(55000 / 64)
-    assert 230 < metrics["metrics"]["val/loss"] < 290, metrics["metrics"]  # nats per image after one epoch
+    assert 230 < metrics["metrics"]["val/loss"] < 290, metrics[
+        "metrics"
+    ]  # nats per image after one epoch
 
 
 def test_a_run_without_callbacks_or_loggers_still_trains_and_reports(tiny_mnist, tmp_path):
     run = tmp_path / "bare"
     quick = [a for a in TINY if not a.startswith("callbacks.")]
-    proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={run}", *quick, "~callbacks", "~logger")
+    proc = run_train(
+        f"data.root={tiny_mnist}", f"hydra.run.dir={run}", *quick, "~callbacks", "~logger"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["epochs"] == 2 and "val/loss" in metrics["metrics"] and "test/loss" in metrics["metrics"]
+    assert (
+        metrics["epochs"] == 2
+        and "val/loss" in metrics["metrics"]
+        and "test/loss" in metrics["metrics"]
+    )
     assert not (run / "tensorboard").exists()
 
 
-@pytest.mark.parametrize("preset,steps", [("debug=fdr", 1), ("debug=overfit", 20 * 3), ("debug=limit", 3 * 20)])
+@pytest.mark.parametrize(
+    "preset,steps", [("debug=fdr", 1), ("debug=overfit", 20 * 3), ("debug=limit", 3 * 20)]
+)
 def test_debug_presets_run(tiny_mnist, tmp_path, preset, steps):
     run = tmp_path / preset.split("=")[1]
-    quick = [a for a in TINY if not a.startswith("trainer.max_epochs")]  # the preset sets the epochs
-    proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={run}", *quick, preset, "data.batch_size=8")
+    quick = [
+        a for a in TINY if not a.startswith("trainer.max_epochs")
+    ]  # the preset sets the epochs
+    proc = run_train(
+        f"data.root={tiny_mnist}", f"hydra.run.dir={run}", *quick, preset, "data.batch_size=8"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run / "metrics.json").read_text())["global_step"] == steps
 
 
 def test_early_stopping_and_the_profiler_report(tiny_mnist, tmp_path):
     run = tmp_path / "es"
-    proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={run}", *TINY, "debug=profiler", "trainer.max_epochs=10",
-                     "callbacks/early_stopping=on", "callbacks.early_stopping.patience=1",
-                     "callbacks.early_stopping.min_delta=1000")
+    proc = run_train(
+        f"data.root={tiny_mnist}",
+        f"hydra.run.dir={run}",
+        *TINY,
+        "debug=profiler",
+        "trainer.max_epochs=10",
+        "callbacks/early_stopping=on",
+        "callbacks.early_stopping.patience=1",
+        "callbacks.early_stopping.min_delta=1000",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2  # no epoch improves val/loss by 1000 nats
+    assert (
+        json.loads((run / "metrics.json").read_text())["epochs"] == 2
+    )  # no epoch improves val/loss by 1000 nats
     report = next(run.glob("*profiler*.txt")).read_text()
     assert "Profiler Report" in report and "run_training_epoch" in report
 
 
 def test_a_default_run_prints_no_dependency_noise(tiny_mnist, tmp_path):
-    """With Python's warnings on, the default command prints no tip, deprecation or precision notice."""
-    proc = run_train(f"data.root={tiny_mnist}", f"hydra.run.dir={tmp_path / 'r'}", "data.val_size=100",
-                     "trainer.max_epochs=1", "trainer.limit_train_batches=3", "callbacks.latent_embedding.num_points=20",
-                     env={"PYTHONWARNINGS": "default"})
+    """With Python's warnings on, the default command prints no tip, deprecation or precision
+    notice."""
+    proc = run_train(
+        f"data.root={tiny_mnist}",
+        f"hydra.run.dir={tmp_path / 'r'}",
+        "data.val_size=100",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "callbacks.latent_embedding.num_points=20",
+        env={"PYTHONWARNINGS": "default"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
-    for noise in ("litlogger", "LeafSpec", "not supported by the model summary", "Warning", "deprecated"):
+    for noise in (
+        "litlogger",
+        "LeafSpec",
+        "not supported by the model summary",
+        "Warning",
+        "deprecated",
+    ):
         assert noise not in out, (noise, out[-3000:])
 
 
 def test_a_training_start_builds_each_component_once(tiny_mnist, tmp_path):
-    """The command line's checks and the run use the same objects: one network, one data module, one callback."""
+    """The command line's checks and the run use the same objects:
+    one network, one data module, one callback."""
     counts = tmp_path / "built.txt"
-    proc = run_train(f"data.root={tiny_mnist}", *TINY, "trainer.max_epochs=1", "test=false",
-                     f"hydra.run.dir={tmp_path / 'run'}", "data._target_=tests.counting.CountingMNIST",
-                     "model.net._target_=tests.counting.CountingNet", "+callbacks.count._target_=tests.counting.CountingCallback",
-                     env={"COUNT_FILE": str(counts)})
+    proc = run_train(
+        f"data.root={tiny_mnist}",
+        *TINY,
+        "trainer.max_epochs=1",
+        "test=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "data._target_=tests.counting.CountingMNIST",
+        "model.net._target_=tests.counting.CountingNet",
+        "+callbacks.count._target_=tests.counting.CountingCallback",
+        env={"COUNT_FILE": str(counts)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     built = [line.split()[0] for line in counts.read_text().splitlines()]
     assert sorted(built) == ["callback", "data", "net"], built

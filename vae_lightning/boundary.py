@@ -1,12 +1,16 @@
-"""The error boundary every entry point runs inside: a mistake in the user's input becomes exit code 2 and one
-line naming the setting or file, what is wrong and what to do; a genuine bug still shows its traceback.
+"""The error boundary every entry point runs inside: a mistake in the user's input becomes
+exit code 2 and one line naming the setting or file, what is wrong and what to do; a genuine bug
+still shows its traceback.
 
-    preflight(config_name, argv)   compose the command line's config before Hydra runs anything, so a misspelt
-                                   key or an unknown group option is one line with "did you mean" (from Hydra's
-                                   exception types), not a multi-line Hydra block, and no run folder is made
-    user_error(exc)                the one-line UserError for what torch, Lightning or the OS raised because
-                                   of the input (a refused Trainer setting, a full disk...), or None for a bug
-    log_traceback()                the full traceback into the run folder's log file (``<run>/train.log``)
+    preflight(config_name, argv)   compose the command line's config before Hydra runs anything, so
+                                   a misspelt key or an unknown group option is one line with
+                                   "did you mean" (from Hydra's exception types), not a multi-line
+                                   Hydra block, and no run folder is made
+    user_error(exc)                the one-line UserError for what torch, Lightning or the OS raised
+                                   because of the input (a refused Trainer setting, a full disk...),
+                                   or None for a bug
+    log_traceback()                the full traceback into the run folder's log file
+                                   (``<run>/train.log``)
 
 ``HYDRA_FULL_ERROR=1`` shows the full traceback on the terminal instead of the one line.
 """
@@ -26,12 +30,16 @@ from vae_lightning.errors import UserError, exit_with, first_line, full_error
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 HYDRA_FLAGS_WITHOUT_VALUE = {"-m", "--multirun", "--resolve"}
 # sections that an entry point's config leaves out on purpose, and why
-NOT_HERE = {"model": "the checkpoint fixes the model: drop the model.* overrides, or train a new model with them"}
+NOT_HERE = {
+    "model": (
+        "the checkpoint fixes the model: drop the model.* overrides, or train a new model with them"
+    )
+}
 
 
 def _overrides(argv: list[str]) -> list[str] | None:
-    """The overrides of a command line, one value per sweep (the first); None when other Hydra flags are used
-    (--cfg, --help, -cn...), which Hydra handles itself."""
+    """The overrides of a command line, one value per sweep (the first); None when other Hydra flags
+    are used (--cfg, --help, -cn...), which Hydra handles itself."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
@@ -42,7 +50,9 @@ def _overrides(argv: list[str]) -> list[str] | None:
         parsed = OverridesParser.create().parse_overrides(args)
     except OverrideParseException as e:  # a line Hydra cannot read: its message, on one line
         lines = [line.strip() for line in str(e.message).splitlines()[:2] if line.strip()]
-        raise UserError(f"cannot read the command line ({'; '.join(lines)}): write each setting as key=value") from None
+        raise UserError(
+            f"cannot read the command line ({'; '.join(lines)}): write each setting as key=value"
+        ) from None
     single = []
     for o in parsed:
         if o.get_key_element().lstrip("+~").startswith("hydra"):
@@ -111,35 +121,63 @@ def not_a_setting(key: str, config_name: str, others: list[str]) -> UserError:
         return UserError(f"{key} is not a setting here: {NOT_HERE[section]}")
     return UserError(
         f"{key} is not a setting{_suggest(key, known)}: check its spelling "
-        f"(python -m vae_lightning.{config_name} --cfg job lists them), or add a new key with +{key}=..."
+        f"(python -m vae_lightning.{config_name} --cfg job lists them), or add a new key "
+        f"with +{key}=..."
     )
 
 
 def composition_error(error: Exception, config_name: str, overrides: list[str]) -> UserError:
-    """The one line for overrides that do not compose, from Hydra's exception types and the override at fault
-    (the one without which the others compose), never from the wording of Hydra's message."""
+    """The one line for overrides that do not compose, from Hydra's exception types and the override
+    at fault (the one without which the others compose), never from the wording of Hydra's
+    message."""
     from hydra.errors import MissingConfigException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-    if isinstance(error, MissingConfigException) and error.missing_cfg_file and error.options is not None:
+    if (
+        isinstance(error, MissingConfigException)
+        and error.missing_cfg_file
+        and error.options is not None
+    ):
         group, _, option = str(error.missing_cfg_file).rpartition("/")
         options = sorted(error.options)
-        return UserError(f"{group}={option} is not a {group} option{_suggest(option, options)}: choose one of "
-                         f"{', '.join(options)}")
+        return UserError(
+            f"{group}={option} is not a {group} option{_suggest(option, options)}: choose one of "
+            f"{', '.join(options)}"
+        )
     cause = error.__cause__
-    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(cause, "full_key", None):  # a key no config has
-        key = next((o.split("=")[0].lstrip("+~") for o in overrides
-                    if o.split("=")[0].lstrip("+~").startswith(str(cause.full_key))), str(cause.full_key))
-        return not_a_setting(key, config_name, [o for o in overrides if not o.lstrip("+~").startswith(key)])
-    at_fault = [o for i, o in enumerate(overrides) if composes(config_name, overrides[:i] + overrides[i + 1:])]
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(
+        cause, "full_key", None
+    ):  # a key no config has
+        key = next(
+            (
+                o.split("=")[0].lstrip("+~")
+                for o in overrides
+                if o.split("=")[0].lstrip("+~").startswith(str(cause.full_key))
+            ),
+            str(cause.full_key),
+        )
+        return not_a_setting(
+            key, config_name, [o for o in overrides if not o.lstrip("+~").startswith(key)]
+        )
+    at_fault = [
+        o
+        for i, o in enumerate(overrides)
+        if composes(config_name, overrides[:i] + overrides[i + 1 :])
+    ]
     if len(at_fault) == 1:
         override = at_fault[0]
         key, _, value = override.partition("=")
         name, others = key.lstrip("+~"), [o for o in overrides if o != override]
-        if key.startswith("+") and not key.startswith("++") and name in known_keys(config_name, others):
+        if (
+            key.startswith("+")
+            and not key.startswith("++")
+            and name in known_keys(config_name, others)
+        ):
             return UserError(f"{key}: {name} is already a setting: drop the + ({name}=...)")
         if value == "null" and (CONF_DIR / name).is_dir():
-            return UserError(f"{name}=null cannot drop a config group: use ~{name} (to run without it)")
+            return UserError(
+                f"{name}=null cannot drop a config group: use ~{name} (to run without it)"
+            )
         if key.startswith("~"):
             return not_a_setting(name, config_name, others)
         return UserError(f"{override} does not compose: {first_line(error)}")
@@ -147,8 +185,8 @@ def composition_error(error: Exception, config_name: str, overrides: list[str]) 
 
 
 def preflight(config_name: str, argv: list[str]) -> None:
-    """Compose ``config_name`` with the command line's overrides: UserError for any that do not compose, before
-    Hydra runs anything (no run folder, no multi-line block)."""
+    """Compose ``config_name`` with the command line's overrides: UserError for any that do not
+    compose, before Hydra runs anything (no run folder, no multi-line block)."""
     overrides = _overrides(argv)
     if overrides is None:
         return None
@@ -175,7 +213,9 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-SWEEP_PARENT = "VAE_LIGHTNING_SWEEP_PARENT"  # the pid of a sweep's launcher, seen by its worker processes
+SWEEP_PARENT = (
+    "VAE_LIGHTNING_SWEEP_PARENT"  # the pid of a sweep's launcher, seen by its worker processes
+)
 
 
 def in_sweep_worker() -> bool:
@@ -192,15 +232,19 @@ def end_process(code: int) -> None:
 
 
 def forward_sigterm(grace_s: float = 120.0) -> None:
-    """SIGTERM to this process (a sweep's launcher, whose jobs train in worker processes) reaches every worker:
-    each saves its last.ckpt and records how to resume; then this process exits 143 as SIGTERM's code."""
+    """SIGTERM to this process (a sweep's launcher, whose jobs train in worker processes) reaches
+    every worker: each saves its last.ckpt and records how to resume; then this process exits 143 as
+    SIGTERM's code."""
     import signal
     import time
 
     def stop_workers(signum, frame):
         workers = descendants(os.getpid())
-        print(f"stopped by SIGTERM: passing it on to the sweep's {len(workers)} worker processes", file=sys.stderr,
-              flush=True)
+        print(
+            f"stopped by SIGTERM: passing it on to the sweep's {len(workers)} worker processes",
+            file=sys.stderr,
+            flush=True,
+        )
         for pid in workers:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGTERM)
@@ -214,40 +258,62 @@ def forward_sigterm(grace_s: float = 120.0) -> None:
 
 
 def user_error(exc: BaseException) -> UserError | None:
-    """The one-line UserError for an exception the user's input caused, else None (a bug: show the traceback)."""
+    """The one-line UserError for an exception the user's input caused, else None (a bug: show the
+    traceback)."""
     from hydra.errors import InstantiationException
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
     if isinstance(exc, UserError):
         return exc
-    cause = exc.__cause__ if isinstance(exc, InstantiationException) and exc.__cause__ is not None else exc
+    cause = (
+        exc.__cause__
+        if isinstance(exc, InstantiationException) and exc.__cause__ is not None
+        else exc
+    )
     if isinstance(cause, UserError):
         return cause
-    if isinstance(cause, OmegaConfBaseException):  # a value the config cannot give: ???, a broken ${...}
+    if isinstance(
+        cause, OmegaConfBaseException
+    ):  # a value the config cannot give: ???, a broken ${...}
         key = getattr(cause, "full_key", None) or "a setting"
         if isinstance(cause, MissingMandatoryValue):
-            return UserError(f"{key} is required (its config says ???): set {key}=... on the command line")
+            return UserError(
+                f"{key} is required (its config says ???): set {key}=... on the command line"
+            )
         return UserError(f"{key} cannot be read: {first_line(cause)}")
-    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
+    if isinstance(cause, OSError) and cause.errno in (
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+    ):
         where = cause.filename or "a file"
         if cause.errno in (errno.ENOSPC, errno.EDQUOT):
-            fix = ("free some space, or point hydra.run.dir (or paths.log_dir) at another disk; "
-                   "checkpoints already written are intact")
+            fix = (
+                "free some space, or point hydra.run.dir (or paths.log_dir) at another disk; "
+                "checkpoints already written are intact"
+            )
         else:
             fix = "give this user access to it, or point the setting that names it elsewhere"
         return UserError(f"cannot use {where} ({cause.strerror}): {fix}")
     if isinstance(cause, MisconfigurationException):
         message = first_line(cause)
-        return UserError(f"Lightning refuses the configuration: {message}: check the trainer.* settings (--cfg job shows them)")
+        return UserError(
+            f"Lightning refuses the configuration: {message}: check the trainer.* settings "
+            "(--cfg job shows them)"
+        )
     return None
 
 
 def log_traceback(exc: BaseException) -> None:
-    """Write the exception's traceback, and the one line the user sees, to the log files of Python's root logger
-    (Hydra's job log: <run>/train.log)."""
+    """Write the exception's traceback, and the one line the user sees, to the log files of Python's
+    root logger (Hydra's job log: <run>/train.log)."""
     error = user_error(exc)
-    text = "".join(traceback.format_exception(exc)) + (f"error: {error}\n" if error is not None else "")
+    text = "".join(traceback.format_exception(exc)) + (
+        f"error: {error}\n" if error is not None else ""
+    )
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.acquire()
@@ -259,9 +325,9 @@ def log_traceback(exc: BaseException) -> None:
 
 
 def report(exc: BaseException) -> UserError:
-    """Log the traceback; return the user's one-line error. A genuine bug (in the template or in a researcher's own
-    code) prints its whole traceback and exits 1, rather than Hydra's one-line summary of it; with
-    HYDRA_FULL_ERROR=1 every error is re-raised."""
+    """Log the traceback; return the user's one-line error. A genuine bug (in the template or in a
+    researcher's own code) prints its whole traceback and exits 1, rather than Hydra's one-line
+    summary of it; with HYDRA_FULL_ERROR=1 every error is re-raised."""
     log_traceback(exc)
     error = user_error(exc)
     if full_error():
@@ -278,12 +344,15 @@ class _DropTips(logging.Filter):
 
 
 def quiet_dependency_notices() -> None:
-    """Drop what dependencies print on every run that says nothing about it: Lightning's advert for its cloud
-    logger, a deprecation warning Lightning's own code triggers inside torch, and the model summary's note that it
-    counts bf16-mixed weights as 32-bit (they are 32-bit: bf16-mixed keeps fp32 weights). Other warnings stay."""
+    """Drop what dependencies print on every run that says nothing about it: Lightning's advert for
+    its cloud logger, a deprecation warning Lightning's own code triggers inside torch, and the
+    model summary's note that it counts bf16-mixed weights as 32-bit (they are 32-bit: bf16-mixed
+    keeps fp32 weights). Other warnings stay."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-    warnings.filterwarnings("ignore", message=r"Precision bf16-mixed is not supported by the model summary")
+    warnings.filterwarnings(
+        "ignore", message=r"Precision bf16-mixed is not supported by the model summary"
+    )
 
 
 def run(hydra_main, config_name: str) -> None:
@@ -296,9 +365,19 @@ def run(hydra_main, config_name: str) -> None:
         if error is None or full_error():
             raise
         exit_with(error)
-    sweep = cfg is not None and ("-m" in sys.argv or "--multirun" in sys.argv or str(cfg.hydra.mode) == "RunMode.MULTIRUN")
-    chosen = [a.split("=", 1)[1] for a in sys.argv[1:] if a.lstrip("+").startswith("hydra/launcher=")]
-    launcher = chosen[-1] if chosen else str(cfg.hydra.launcher.get("_target_")) if cfg is not None else "basic"
+    sweep = cfg is not None and (
+        "-m" in sys.argv or "--multirun" in sys.argv or str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    )
+    chosen = [
+        a.split("=", 1)[1] for a in sys.argv[1:] if a.lstrip("+").startswith("hydra/launcher=")
+    ]
+    launcher = (
+        chosen[-1]
+        if chosen
+        else str(cfg.hydra.launcher.get("_target_"))
+        if cfg is not None
+        else "basic"
+    )
     if sweep and "basic" not in launcher.lower():  # the jobs train in processes of their own
         forward_sigterm()
     hydra_main()

@@ -1,5 +1,5 @@
-"""Mistakes a user can fix: one exception type whose message is printed as a single line, and the checks
-that components run on their own settings.
+"""Mistakes a user can fix: one exception type whose message is printed as a single line, and the
+checks that components run on their own settings.
 
 A component (network, DataModule, the LightningModule) checks its constructor arguments and raises
 ``SettingError(name, value, problem)``. Whoever builds it from a config group adds the group's path
@@ -20,9 +20,11 @@ class UserError(Exception):
 
 
 class SettingError(UserError):
-    """A component's own setting is bad. ``problem`` may use ``{key}`` for the setting's full dotted name.
+    """A component's own setting is bad. ``problem`` may use ``{key}`` for the setting's full dotted
+    name.
 
-    The value shows as typed for numbers and lists, quoted otherwise (``plain=True``: as typed whatever it is).
+    The value shows as typed for numbers and lists, quoted otherwise (``plain=True``: as typed
+    whatever it is).
     """
 
     def __init__(self, key: str, value, problem: str, plain: bool = False) -> None:
@@ -31,15 +33,23 @@ class SettingError(UserError):
 
     def under(self, prefix: str) -> "SettingError":
         """The same error for the setting seen from one config level up (``prefix.key``)."""
-        return SettingError(f"{prefix}.{self.key}" if prefix else self.key, self.value, self.problem, self.plain)
+        return SettingError(
+            f"{prefix}.{self.key}" if prefix else self.key, self.value, self.problem, self.plain
+        )
 
     def __str__(self) -> str:
-        as_typed = self.plain or (isinstance(self.value, (int, float, list)) and not isinstance(self.value, bool))
-        return f"{self.key}={self.value if as_typed else repr(self.value)} {self.problem.replace('{key}', self.key)}"
+        as_typed = self.plain or (
+            isinstance(self.value, (int, float, list)) and not isinstance(self.value, bool)
+        )
+        return (
+            f"{self.key}={self.value if as_typed else repr(self.value)} "
+            f"{self.problem.replace('{key}', self.key)}"
+        )
 
 
 def first_line(error: BaseException) -> str:
-    """An exception's message on one line: its first non-empty line, spaces collapsed (else its type's name)."""
+    """An exception's message on one line: its first non-empty line, spaces collapsed (else its
+    type's name)."""
     lines = [line for line in str(error).splitlines() if line.strip()]
     return " ".join(lines[0].split()) if lines else type(error).__name__
 
@@ -61,11 +71,14 @@ def exit_with(error: UserError) -> NoReturn:
 
 
 def _example(example) -> str:
-    return "" if example is None else f", e.g. {{key}}={example}"  # {key}: filled in by SettingError
+    return (
+        "" if example is None else f", e.g. {{key}}={example}"
+    )  # {key}: filled in by SettingError
 
 
 def check_int(key: str, value, low: int | None = None, example=None, note: str = "") -> int:
-    """``value`` must be an integer (not a bool) >= ``low``; ``note`` explains the bound, e.g. ' (0 = off)'."""
+    """``value`` must be an integer (not a bool) >= ``low``; ``note`` explains the bound, e.g.
+    ' (0 = off)'."""
     bound = "" if low is None else f" >= {low}"
     if isinstance(value, bool) or not isinstance(value, int):
         raise SettingError(key, value, f"must be an integer{bound}{note}{_example(example)}")
@@ -74,9 +87,17 @@ def check_int(key: str, value, low: int | None = None, example=None, note: str =
     return value
 
 
-def check_float(key: str, value, low: float | None = None, low_ok: bool = True, example=None, note: str = "",
-                high: float | None = None) -> float:
-    """``value`` must be a finite number >= ``low`` (> ``low`` unless ``low_ok``) and <= ``high``."""
+def check_float(
+    key: str,
+    value,
+    low: float | None = None,
+    low_ok: bool = True,
+    example=None,
+    note: str = "",
+    high: float | None = None,
+) -> float:
+    """``value`` must be a finite number >= ``low`` (> ``low`` unless ``low_ok``)
+    and <= ``high``."""
     bound = "" if low is None else f" {'>=' if low_ok else '>'} {low:g}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SettingError(key, value, f"must be a number{bound}{note}{_example(example)}")
@@ -102,8 +123,8 @@ def check_choice(key: str, value, choices) -> str:
 
 
 def accepted_settings(cls: type) -> set[str] | None:
-    """The keyword arguments ``cls(...)`` takes, following ``**kwargs`` passed on to the base classes' ``__init__``;
-    None when some ``__init__`` on the way takes anything."""
+    """The keyword arguments ``cls(...)`` takes, following ``**kwargs`` passed on to the base
+    classes' ``__init__``; None when some ``__init__`` on the way takes anything."""
     names = set()
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
@@ -118,7 +139,8 @@ def accepted_settings(cls: type) -> set[str] | None:
 
 @contextmanager
 def settings_of(where: str):
-    """Inside, a component's SettingError is reported under its config path ``where`` (e.g. ``data``)."""
+    """Inside, a component's SettingError is reported under its config path ``where`` (e.g.
+    ``data``)."""
     try:
         yield
     except SettingError as e:
@@ -126,8 +148,9 @@ def settings_of(where: str):
 
 
 def unknown_setting(config, where: str) -> None:
-    """SettingError for a key of ``config`` that the class (or function) its ``_target_`` names does not take: a
-    typo, or a key left from another component. Read from the signature; a target that takes anything passes."""
+    """SettingError for a key of ``config`` that the class (or function) its ``_target_`` names does
+    not take: a typo, or a key left from another component. Read from the signature; a target that
+    takes anything passes."""
     from hydra.utils import get_object
 
     try:
@@ -138,17 +161,25 @@ def unknown_setting(config, where: str) -> None:
         accepted = accepted_settings(target)
     else:
         parameters = inspect.signature(target).parameters.values()
-        accepted = None if any(p.kind is p.VAR_KEYWORD for p in parameters) else {p.name for p in parameters}
+        accepted = (
+            None
+            if any(p.kind is p.VAR_KEYWORD for p in parameters)
+            else {p.name for p in parameters}
+        )
     for name in config:
         if accepted is not None and not str(name).startswith("_") and name not in accepted:
-            raise SettingError(f"{where}.{name}", config[name], f"is not a setting of {target.__name__}: drop it "
-                               "with ~{key}, or fix its name", plain=not isinstance(config[name], str))
+            raise SettingError(
+                f"{where}.{name}",
+                config[name],
+                f"is not a setting of {target.__name__}: drop it with ~{{key}}, or fix its name",
+                plain=not isinstance(config[name], str),
+            )
 
 
 def instantiate_component(config, where: str, **kwargs):
-    """``hydra.utils.instantiate(config, **kwargs)``, with a setting the class does not take named as a setting,
-    the component's own SettingError reported under its config path ``where`` (e.g. ``model``) and any other
-    UserError passed on as it is."""
+    """``hydra.utils.instantiate(config, **kwargs)``, with a setting the class does not take named
+    as a setting, the component's own SettingError reported under its config path ``where`` (e.g.
+    ``model``) and any other UserError passed on as it is."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 

@@ -17,20 +17,29 @@ from vae_lightning.errors import check_choice, check_int, exit_with, settings_of
 from vae_lightning.files import output_file, write_json
 from vae_lightning.models.metrics import ACTIVE_UNIT_THRESHOLD, active_units, iw_log_likelihood
 from vae_lightning.resolvers import register_resolvers
-from vae_lightning.runs.checkpoints import build_datamodule, load_model, pick_device, requested_overrides, run_folder
+from vae_lightning.runs.checkpoints import (
+    build_datamodule,
+    load_model,
+    pick_device,
+    requested_overrides,
+    run_folder,
+)
 
 register_resolvers()
-DEFAULT_IW_SAMPLES = 1000  # when neither eval.iw_samples nor the run's config (e.g. experiment=iwae_paper_vae) sets k
+# when neither eval.iw_samples nor the run's config (e.g. experiment=iwae_paper_vae) sets k
+DEFAULT_IW_SAMPLES = 1000
 
 
 def dataset_name(data_config: dict) -> str:
-    """'mnist', 'fashion_mnist'... or the DataModule's class name for datasets without a ``name``."""
+    """'mnist', 'fashion_mnist'... or the DataModule's class name for datasets without a
+    ``name``."""
     return data_config.get("name") or str(data_config.get("_target_", "?")).rsplit(".", 1)[-1]
 
 
 @torch.no_grad()
 def evaluate(model, batches, iw_samples: int, max_decodes: int) -> dict:
-    """Per-image means over ``batches`` of (x, y): ELBO terms, IW log-likelihood, active units (per stochastic layer)."""
+    """Per-image means over ``batches`` of (x, y): ELBO terms, IW log-likelihood, active units (per
+    stochastic layer)."""
     sums = {"neg_elbo": 0.0, "recon": 0.0, "kl": 0.0, "iw_nll": 0.0}
     codes, n = {}, 0
     for x, _ in batches:
@@ -51,11 +60,15 @@ def evaluate(model, batches, iw_samples: int, max_decodes: int) -> dict:
         "iw_samples": iw_samples,
         "active_units": sum(units for units, _ in layers.values()),
         "latent_dim": sum(len(variance) for _, variance in layers.values()),
-        "unit_variance": [round(v, 6) for _, variance in layers.values() for v in variance.tolist()],
+        "unit_variance": [
+            round(v, 6) for _, variance in layers.values() for v in variance.tolist()
+        ],
     }
     if len(layers) > 1:
-        result["layers"] = {layer: {"active_units": units, "latent_dim": len(variance)}
-                            for layer, (units, variance) in layers.items()}
+        result["layers"] = {
+            layer: {"active_units": units, "latent_dim": len(variance)}
+            for layer, (units, variance) in layers.items()
+        }
     return result
 
 
@@ -63,15 +76,30 @@ def table(result: dict) -> str:
     k = result["iw_samples"]
     rows = [
         ("checkpoint", result["checkpoint"]),
-        ("data", f"{result['data']} {result['split']} ({result['n_images']} images, binarized={result['binarize']})"),
+        (
+            "data",
+            (
+                f"{result['data']} {result['split']} ({result['n_images']} images, "
+                f"binarized={result['binarize']})"
+            ),
+        ),
         ("model", result["model"]),
         ("likelihood", result["loss"]),
         ("negative ELBO", f"{result['neg_elbo']:.2f} nats/image"),
         ("  reconstruction", f"{result['recon']:.2f}"),
         ("  KL", f"{result['kl']:.2f}"),
         (f"-log p(x), IW k={k}", f"{result['iw_nll']:.2f} nats/image"),
-        ("active units", f"{result['active_units']} / {result['latent_dim']} (Cov_x E_q[z] > {ACTIVE_UNIT_THRESHOLD})"),
-        *((f"  {layer}", f"{v['active_units']} / {v['latent_dim']}") for layer, v in result.get("layers", {}).items()),
+        (
+            "active units",
+            (
+                f"{result['active_units']} / {result['latent_dim']} "
+                f"(Cov_x E_q[z] > {ACTIVE_UNIT_THRESHOLD})"
+            ),
+        ),
+        *(
+            (f"  {layer}", f"{v['active_units']} / {v['latent_dim']}")
+            for layer, v in result.get("layers", {}).items()
+        ),
         ("wall time", f"{result['wall_time_s']:.1f} s"),
     ]
     width = max(len(r[0]) for r in rows)
@@ -83,12 +111,21 @@ def run(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     for key in ("iw_samples", "batch_size", "max_decodes"):
         if key != "iw_samples" or cfg.eval.get(key) is not None:
-            check_int(f"eval.{key}", cfg.eval.get(key), low=1, example=1000 if key == "iw_samples" else 100)
+            check_int(
+                f"eval.{key}",
+                cfg.eval.get(key),
+                low=1,
+                example=1000 if key == "iw_samples" else 100,
+            )
     check_choice("eval.split", cfg.eval.get("split"), ("test", "val"))
     device = pick_device(cfg.device)
     ckpt_path = Path(str(cfg.ckpt_path)).expanduser()
-    model, config = load_model(ckpt_path, map_location=str(device), overrides=requested_overrides(cfg))
-    iw_samples = cfg.eval.iw_samples or int((config.get("eval") or {}).get("iw_samples", DEFAULT_IW_SAMPLES))
+    model, config = load_model(
+        ckpt_path, map_location=str(device), overrides=requested_overrides(cfg)
+    )
+    iw_samples = cfg.eval.iw_samples or int(
+        (config.get("eval") or {}).get("iw_samples", DEFAULT_IW_SAMPLES)
+    )
     out = output_file(cfg.eval.out or run_folder(ckpt_path) / "eval.json", "eval.out", "eval.json")
     L.seed_everything(cfg.seed, verbose=False)
     datamodule = build_datamodule(config, model)

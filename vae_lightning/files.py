@@ -10,27 +10,32 @@ from vae_lightning.errors import UserError
 
 
 def output_file(value, key: str, default_name: str) -> Path:
-    """The file an output setting names (a folder: ``default_name`` inside it), checked writable before any work
-    is done; UserError naming ``key`` otherwise."""
+    """The file an output setting names (a folder: ``default_name`` inside it), checked writable
+    before any work is done; UserError naming ``key`` otherwise."""
     path = Path(str(value)).expanduser()
     if path.is_dir():
         path = path / default_name
     blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
-        raise UserError(f"{key}={value} cannot be written ({blocking} is a file, not a folder): choose another {key}=...")
+        raise UserError(
+            f"{key}={value} cannot be written ({blocking} is a file, not a folder): choose another "
+            f"{key}=..."
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent):
             pass
     except OSError as e:
-        raise UserError(f"{key}={value} cannot be written ({e.strerror}): choose another {key}=...") from None
+        raise UserError(
+            f"{key}={value} cannot be written ({e.strerror}): choose another {key}=..."
+        ) from None
     return path
 
 
 @contextmanager
 def writing(path: str | Path):
-    """Inside, an OSError (a full disk, a folder turned read-only) names ``path``: a write error of a stream, or
-    one that torch's writer wraps in a RuntimeError, often names no file."""
+    """Inside, an OSError (a full disk, a folder turned read-only) names ``path``: a write error of
+    a stream, or one that torch's writer wraps in a RuntimeError, often names no file."""
     try:
         yield
     except OSError as e:
@@ -45,8 +50,8 @@ def writing(path: str | Path):
 
 
 def write_json(path: str | Path, data: dict) -> None:
-    """Write ``data`` as sorted, indented JSON via a temp file and an atomic rename (the old file stays whole if
-    the write fails)."""
+    """Write ``data`` as sorted, indented JSON via a temp file and an atomic rename (the old file
+    stays whole if the write fails)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:

@@ -1,10 +1,13 @@
-"""Entry point: ``python -m vae_lightning.sample ckpt_path=... [mode=prior] [n=256] [out=<run>/sample_prior.png]``.
+"""Entry point: ``python -m vae_lightning.sample ckpt_path=... [mode=prior] [n=256]
+[out=<run>/sample_prior.png]``.
 
 Modes (each a grid of n images, nrow per row):
   prior        decoded z ~ p(z), the model's prior
   interpolate  each row a straight line in latent space between the codes mu(x) of two test images
-  manifold     latent_dim=2 only: z on a grid of N(0, 1) quantiles 0.05..0.95 (Kingma & Welling's figure)
-  traverse     one row per latent dim (most active first): that dim swept over mu +- span around a test code
+  manifold     latent_dim=2 only: z on a grid of N(0, 1) quantiles 0.05..0.95 (Kingma & Welling's
+               figure)
+  traverse     one row per latent dim (most active first): that dim swept over mu +- span around a
+               test code
 """
 
 import math
@@ -17,20 +20,37 @@ from torch.distributions import Normal
 from torchvision.utils import save_image
 
 from vae_lightning import boundary
-from vae_lightning.errors import UserError, check_choice, check_float, check_int, exit_with, settings_of
+from vae_lightning.errors import (
+    UserError,
+    check_choice,
+    check_float,
+    check_int,
+    exit_with,
+    settings_of,
+)
 from vae_lightning.files import output_file
 from vae_lightning.resolvers import register_resolvers
-from vae_lightning.runs.checkpoints import build_datamodule, load_model, pick_device, requested_overrides, run_folder
+from vae_lightning.runs.checkpoints import (
+    build_datamodule,
+    load_model,
+    pick_device,
+    requested_overrides,
+    run_folder,
+)
 
 register_resolvers()
 
 
-def codes_of_test_images(model, config: dict, count: int, generator: torch.Generator) -> torch.Tensor:
+def codes_of_test_images(
+    model, config: dict, count: int, generator: torch.Generator
+) -> torch.Tensor:
     """Posterior means mu(x) (the top layer's) of ``count`` random test images, shape (count, D)."""
     datamodule = build_datamodule(config, model)
     with settings_of("data"):
         datamodule.prepare_data()
-    x, _ = datamodule.examples("test", count, seed=int(torch.randint(2**31 - 1, (1,), generator=generator)))
+    x, _ = datamodule.examples(
+        "test", count, seed=int(torch.randint(2**31 - 1, (1,), generator=generator))
+    )
     return model.encode(x)
 
 
@@ -42,7 +62,8 @@ def manifold(model, n: int, nrow: int, **_) -> torch.Tensor:
     """Rows go down in z2 (top = high), columns go right in z1, both through N(0,1) quantiles."""
     if model.latent_dim != 2:
         raise UserError(
-            f"mode=manifold needs a 2-D latent space but the checkpoint has model.latent_dim={model.latent_dim}: "
+            "mode=manifold needs a 2-D latent space but the checkpoint has "
+            f"model.latent_dim={model.latent_dim}: "
             "train one with experiment=latent2, or use mode=traverse"
         )
     rows = -(-n // nrow)
@@ -53,7 +74,9 @@ def manifold(model, n: int, nrow: int, **_) -> torch.Tensor:
     return grid[:n]
 
 
-def interpolate(model, n: int, nrow: int, generator: torch.Generator, config: dict, **_) -> torch.Tensor:
+def interpolate(
+    model, n: int, nrow: int, generator: torch.Generator, config: dict, **_
+) -> torch.Tensor:
     rows = -(-n // nrow)
     codes = codes_of_test_images(model, config, 2 * rows, generator).cpu()
     start, end = codes[0::2], codes[1::2]
@@ -61,7 +84,9 @@ def interpolate(model, n: int, nrow: int, generator: torch.Generator, config: di
     return (start[:, None] + t * (end - start)[:, None]).reshape(-1, codes.shape[1])[:n]
 
 
-def traverse(model, n: int, nrow: int, generator: torch.Generator, config: dict, span: float, **_) -> torch.Tensor:
+def traverse(
+    model, n: int, nrow: int, generator: torch.Generator, config: dict, span: float, **_
+) -> torch.Tensor:
     """Dims ordered by the spread of mu over 256 test images, so active units come first."""
     codes = codes_of_test_images(model, config, 256, generator).cpu()
     rows = min(-(-n // nrow), model.latent_dim)
@@ -86,9 +111,13 @@ def run(cfg: DictConfig) -> Path:
     check_int("padding", cfg.get("padding"), low=0, example=2)
     nrow = cfg.nrow if cfg.nrow is not None else max(1, math.isqrt(n))
     device = pick_device(cfg.device)
-    model, config = load_model(cfg.ckpt_path, map_location=str(device), overrides=requested_overrides(cfg))
+    model, config = load_model(
+        cfg.ckpt_path, map_location=str(device), overrides=requested_overrides(cfg)
+    )
     name = f"sample_{cfg.mode}.png"
-    out = output_file(cfg.out or run_folder(Path(str(cfg.ckpt_path)).expanduser()) / name, "out", name)
+    out = output_file(
+        cfg.out or run_folder(Path(str(cfg.ckpt_path)).expanduser()) / name, "out", name
+    )
     generator = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
         z = GRIDS[cfg.mode](model, n=n, nrow=nrow, generator=generator, config=config, span=span)

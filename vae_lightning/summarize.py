@@ -1,4 +1,5 @@
-"""One table per sweep: ``python -m vae_lightning.summarize SWEEP_DIR`` writes summary.csv and summary.md.
+"""One table per sweep: ``python -m vae_lightning.summarize SWEEP_DIR`` writes summary.csv and
+summary.md.
 
 A row per job folder (``<sweep>/<job>/.hydra/overrides.yaml``): the overrides that vary across
 the sweep, final val/test metrics from its metrics.json, epochs, wall time (run_info.json),
@@ -30,7 +31,8 @@ class Damaged(Exception):
 
 
 def _read_json(path: Path) -> dict:
-    """The file's JSON object; {} when it does not exist; Damaged when it exists but cannot be read."""
+    """The file's JSON object; {} when it does not exist; Damaged when it exists but cannot be
+    read."""
     if not path.exists():
         return {}
     try:
@@ -45,7 +47,9 @@ def _read_json(path: Path) -> dict:
 def job_dirs(sweep_dir: Path) -> list[Path]:
     """The sweep's job folders (those holding .hydra/overrides.yaml), in job-number order."""
     jobs = [p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")]
-    return sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+    return sorted(
+        jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)
+    )
 
 
 def read_row(job: Path) -> dict:
@@ -67,7 +71,9 @@ def read_row(job: Path) -> dict:
         metrics, damaged = {}, [*damaged, "metrics.json has no metrics"]
     elif not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()):
         metrics, damaged = {}, [*damaged, "metrics.json holds a metric that is not a number"]
-    status = "damaged" if damaged else info.get("status") or ("completed" if result else "incomplete")
+    status = (
+        "damaged" if damaged else info.get("status") or ("completed" if result else "incomplete")
+    )
     row = {
         "job": job.name,
         "overrides": dict(o.split("=", 1) if "=" in o else (o, "") for o in overrides),
@@ -79,13 +85,15 @@ def read_row(job: Path) -> dict:
         "wall_time_s": info.get("wall_time_s", ""),
         "run_dir": str(job),
         "error": "; ".join(damaged) or info.get("error", ""),
-        "hparams": result.get("hparams") or {},  # the job's settings ({} for a job that did not finish)
+        "hparams": result.get("hparams")
+        or {},  # the job's settings ({} for a job that did not finish)
     }
     return row
 
 
 def collect(sweep_dir: str | Path) -> tuple[list[str], list[dict]]:
-    """(the override keys that differ between runs, the rows sorted by val/loss with failures last)."""
+    """(the override keys that differ between runs, the rows sorted by val/loss with failures
+    last)."""
     rows = [read_row(job) for job in job_dirs(Path(sweep_dir))]
     keys = list(dict.fromkeys(k for r in rows for k in r["overrides"]))
     varying = [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1] or keys
@@ -96,19 +104,36 @@ def collect(sweep_dir: str | Path) -> tuple[list[str], list[dict]]:
 
 def table(varying: list[str], rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Header and string cells: one column per varying override, then results."""
-    header = ["job", *varying, "status", *METRICS, "epochs", "wall_time_s", "run_name", "tags", "run_dir", "error"]
+    header = [
+        "job",
+        *varying,
+        "status",
+        *METRICS,
+        "epochs",
+        "wall_time_s",
+        "run_name",
+        "tags",
+        "run_dir",
+        "error",
+    ]
 
     def cell(value) -> str:
         if isinstance(value, float):
             return "" if math.isnan(value) else f"{value:.6g}"
         return str(value)
 
-    cells = [[cell(r["overrides"].get(k, "")) if k in varying else cell(r[k]) for k in header] for r in rows]
+    cells = [
+        [cell(r["overrides"].get(k, "")) if k in varying else cell(r[k]) for k in header]
+        for r in rows
+    ]
     return header, cells
 
 
-def write_summary(sweep_dir: str | Path, collected: tuple[list[str], list[dict]] | None = None) -> tuple[Path, Path]:
-    """Write <sweep_dir>/summary.csv and summary.md (from ``collect(sweep_dir)``, unless given); return their paths."""
+def write_summary(
+    sweep_dir: str | Path, collected: tuple[list[str], list[dict]] | None = None
+) -> tuple[Path, Path]:
+    """Write <sweep_dir>/summary.csv and summary.md (from ``collect(sweep_dir)``, unless given);
+    return their paths."""
     sweep_dir = Path(sweep_dir)
     varying, rows = collected or collect(sweep_dir)
     header, cells = table(varying, rows)
@@ -121,7 +146,11 @@ def write_summary(sweep_dir: str | Path, collected: tuple[list[str], list[dict]]
     lines = [
         f"# Sweep {sweep_dir.name}: {len(rows)} runs, {failed} failed, sorted by {SORT_BY}",
         "",
-        *([f"Common overrides: `{' '.join(f'{k}={v}' for k, v in common.items())}`", ""] if common else []),
+        *(
+            [f"Common overrides: `{' '.join(f'{k}={v}' for k, v in common.items())}`", ""]
+            if common
+            else []
+        ),
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
         *("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells),
@@ -131,7 +160,8 @@ def write_summary(sweep_dir: str | Path, collected: tuple[list[str], list[dict]]
 
 
 class SweepSummary(Callback):
-    """Hydra callback: write the sweep's summary when a multirun ends; exit 2 if any job did not complete."""
+    """Hydra callback: write the sweep's summary when a multirun ends; exit 2 if any job did not
+    complete."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         varying, rows = collect(config.hydra.sweep.dir)
@@ -140,19 +170,28 @@ class SweepSummary(Callback):
         write_sweep_experiment(config.hydra.sweep.dir, [r["hparams"] for r in rows if r["hparams"]])
         bad = [r for r in rows if r["status"] != "completed"]
         if bad:
-            print(f"error: {len(bad)} of {len(rows)} jobs did not complete (job {', '.join(r['job'] for r in bad)}): "
-                  f"see {csv_path.with_suffix('.md')}", file=sys.stderr)
+            print(
+                f"error: {len(bad)} of {len(rows)} jobs did not complete "
+                f"(job {', '.join(r['job'] for r in bad)}): "
+                f"see {csv_path.with_suffix('.md')}",
+                file=sys.stderr,
+            )
             sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or not Path(argv[0]).is_dir():
-        print("error: give one sweep folder: python -m vae_lightning.summarize SWEEP_DIR (a folder of job folders "
-              "written by -m)", file=sys.stderr)
+        print(
+            "error: give one sweep folder: python -m vae_lightning.summarize SWEEP_DIR "
+            "(a folder of job folders written by -m)",
+            file=sys.stderr,
+        )
         return 2
     if not job_dirs(Path(argv[0])):
-        print(f"error: {argv[0]} holds no job folders (<job>/.hydra/overrides.yaml)", file=sys.stderr)
+        print(
+            f"error: {argv[0]} holds no job folders (<job>/.hydra/overrides.yaml)", file=sys.stderr
+        )
         return 2
     try:
         csv_path, md_path = write_summary(argv[0])

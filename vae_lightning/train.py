@@ -32,15 +32,18 @@ SIGTERM_EXIT = 128 + 15  # the shell's code for a process ended by SIGTERM
 def fit_progress(trainer: L.Trainer) -> tuple[int, int, str, float | None]:
     """(epochs, global step, best checkpoint path, its val/loss) of the fit that just ended.
 
-    Under a spawning strategy (``trainer=ddp``) the ranks trained, not this process, whose trainer kept
-    no count: then they come from the last checkpoint rank zero wrote (the checkpoint is the record).
+    Under a spawning strategy (``trainer=ddp``) the ranks trained, not this process, whose trainer
+    kept no count: then they come from the last checkpoint rank zero wrote (the checkpoint is the
+    record).
     """
     cb = trainer.checkpoint_callback
     epochs, step = trainer.current_epoch, trainer.global_step
     best = cb.best_model_path if cb else ""
     score = cb.best_model_score if cb else None
     last = Path(cb.dirpath) / "last.ckpt" if cb and cb.dirpath else None
-    ckpt = readable_checkpoint(last)[0] if step == 0 and last is not None and last.is_file() else None
+    ckpt = (
+        readable_checkpoint(last)[0] if step == 0 and last is not None and last.is_file() else None
+    )
     if ckpt is not None:
         epochs, step = ckpt["epoch"] + 1, ckpt["global_step"]
         state = ckpt.get("callbacks", {}).get(cb.state_key, {})
@@ -58,7 +61,8 @@ def read_record(run_dir: Path) -> dict | None:
 
 
 def finished_fit(cfg: DictConfig, run_dir: Path) -> dict | None:
-    """resume=true on a run whose fit already reached trainer.max_epochs: its record (metrics.json), kept as it is."""
+    """resume=true on a run whose fit already reached trainer.max_epochs: its record (metrics.json),
+    kept as it is."""
     record = read_record(run_dir) if cfg.get("resume") else None
     epochs, max_epochs = (record or {}).get("epochs"), cfg.trainer.max_epochs
     if not isinstance(epochs, int) or max_epochs == -1 or epochs < max_epochs:
@@ -67,14 +71,17 @@ def finished_fit(cfg: DictConfig, run_dir: Path) -> dict | None:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Check, train, test; write ``metrics.json`` in the run folder after the fit and again after the test (a fault
-    during the test keeps the fit's record); return the final metrics.
+    """Check, train, test; write ``metrics.json`` in the run folder after the fit and again after
+    the test (a fault during the test keeps the fit's record); return the final metrics.
 
-    ``resume=true`` on a run whose fit is complete trains nothing: it only runs the test pass that is missing (a run
-    killed during it); ``hydra_main`` answers a complete run without calling this."""
+    ``resume=true`` on a run whose fit is complete trains nothing: it only runs the test pass that
+    is missing (a run killed during it); ``hydra_main`` answers a complete run without calling
+    this."""
     started = time.perf_counter()
     log_lightning_to_files()
-    run = take_built() or build_run(cfg)  # a single run was built before its folder was made (runs/build.py)
+    run = take_built() or build_run(
+        cfg
+    )  # a single run was built before its folder was made (runs/build.py)
     datamodule, model, trainer, ckpt_path = run.datamodule, run.model, run.trainer, run.ckpt_path
     run_dir = Path(cfg.paths.output_dir)
     say_held(run)
@@ -82,28 +89,47 @@ def train(cfg: DictConfig) -> dict:
         show_config(cfg, cfg.paths.output_dir)
     with settings_of("data"):
         datamodule.prepare_data()  # missing or damaged files: one line naming the file
-    record = finished_fit(cfg, run_dir)  # resume=true after a fault during the test pass: only the test is left
+    record = finished_fit(
+        cfg, run_dir
+    )  # resume=true after a fault during the test pass: only the test is left
     if record is None:
         record = fit(cfg, trainer, model, datamodule, ckpt_path)
     metrics, best = record["metrics"], record["best_checkpoint"]
     cb = trainer.checkpoint_callback
-    best_path = str(Path(cb.dirpath if cb and cb.dirpath else run_dir / "checkpoints") / best) if best else None
+    best_path = (
+        str(Path(cb.dirpath if cb and cb.dirpath else run_dir / "checkpoints") / best)
+        if best
+        else None
+    )
     if cfg.get("test"):
         trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+        metrics.update(
+            {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        )
         if trainer.is_global_zero:
             write_json(run_dir / "metrics.json", record)
     if trainer.is_global_zero:
-        show_summary(cfg.paths.output_dir, metrics, best_path, record["epochs"], time.perf_counter() - started)
+        show_summary(
+            cfg.paths.output_dir,
+            metrics,
+            best_path,
+            record["epochs"],
+            time.perf_counter() - started,
+        )
     return metrics
 
 
 def fit(cfg: DictConfig, trainer: L.Trainer, model, datamodule, ckpt_path: str | None) -> dict:
-    """Train; write and return the run's record (metrics.json): the last epoch's train/ and val/ metrics, the exact
-    final learning rates, the best checkpoint and its val/loss, the run's settings."""
+    """Train; write and return the run's record (metrics.json): the last epoch's train/ and val/
+    metrics, the exact final learning rates, the best checkpoint and its val/loss, the run's
+    settings."""
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # last epoch's train/ and val/
-    for i, optimizer in enumerate(trainer.optimizers):  # the exact final learning rates, not their float32 copies
+    metrics = {
+        k: float(v) for k, v in trainer.callback_metrics.items()
+    }  # last epoch's train/ and val/
+    for i, optimizer in enumerate(
+        trainer.optimizers
+    ):  # the exact final learning rates, not their float32 copies
         name = f"lr-{type(optimizer).__name__}" + (f"-{i}" if len(trainer.optimizers) > 1 else "")
         if name in metrics:
             metrics[name] = float(optimizer.param_groups[0]["lr"])
@@ -129,17 +155,26 @@ def hydra_main(cfg: DictConfig) -> float | None:
     started, run_dir = time.perf_counter(), HydraConfig.get().runtime.output_dir
     metric = cfg.get("optimized_metric")
     record = finished_fit(cfg, Path(run_dir))
-    if record is not None and (not cfg.get("test") or any(k.startswith("test/") for k in record["metrics"])):
-        print(f"hydra.run.dir={run_dir} is complete ({record['epochs']} epochs, trainer.max_epochs="
-              f"{cfg.trainer.max_epochs}): nothing to train; its records are kept as they are. To train on, "
-              "resume with a larger trainer.max_epochs", flush=True)
+    if record is not None and (
+        not cfg.get("test") or any(k.startswith("test/") for k in record["metrics"])
+    ):
+        print(
+            f"hydra.run.dir={run_dir} is complete ({record['epochs']} epochs, trainer.max_epochs="
+            f"{cfg.trainer.max_epochs}): nothing to train; its records are kept as they are. "
+            "To train on, resume with a larger trainer.max_epochs",
+            flush=True,
+        )
         return record["metrics"].get(metric) if metric else None
     sweep_job = HydraConfig.get().mode == RunMode.MULTIRUN
     held = None
-    if sweep_job and rank_zero_only.rank == 0:  # a sweep's job folder is locked like a single run's folder
+    if (
+        sweep_job and rank_zero_only.rank == 0
+    ):  # a sweep's job folder is locked like a single run's folder
         try:
             held = lock(Path(run_dir), "the sweep's job folder")
-        except UserError as e:  # another process trains in it: its run_info.json is not ours to write
+        except (
+            UserError
+        ) as e:  # another process trains in it: its run_info.json is not ours to write
             return failed_job(e)
     try:
         return run_and_record(cfg, run_dir, started, metric, sweep_job)
@@ -148,13 +183,17 @@ def hydra_main(cfg: DictConfig) -> float | None:
             held.unlink(missing_ok=True)
 
 
-def run_and_record(cfg: DictConfig, run_dir: str, started: float, metric: str | None, sweep_job: bool) -> float | None:
+def run_and_record(
+    cfg: DictConfig, run_dir: str, started: float, metric: str | None, sweep_job: bool
+) -> float | None:
     """Train, and record in run_info.json how the run ended."""
     try:
         metrics = train(cfg)
     except SIGTERMException as e:  # InterruptCheckpoint saved last.ckpt and said how to resume
         write_run_info(run_dir, time.perf_counter() - started, e)
-        if boundary.in_sweep_worker():  # the worker process ends too (a pool would keep it waiting for jobs)
+        if (
+            boundary.in_sweep_worker()
+        ):  # the worker process ends too (a pool would keep it waiting for jobs)
             (Path(run_dir) / LOCK).unlink(missing_ok=True)
             boundary.end_process(SIGTERM_EXIT)
         sys.exit(SIGTERM_EXIT)

@@ -27,7 +27,9 @@ class DivergenceGuard(Callback):
 
     def __init__(self, check_every_n_steps: int | None = None) -> None:
         if check_every_n_steps is not None:
-            check_int("check_every_n_steps", check_every_n_steps, low=1, example=50, note=" (or null)")
+            check_int(
+                "check_every_n_steps", check_every_n_steps, low=1, example=50, note=" (or null)"
+            )
         self.check_every_n_steps = check_every_n_steps
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -51,35 +53,56 @@ class DivergenceGuard(Callback):
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint was saved before"
-        precision = "" if trainer.precision == "32-true" else f" or use trainer.precision=32-true (now {trainer.precision})"
-        if before_any_update:  # the first batch's loss, computed with the initial weights: lr played no part
-            raise Diverged(f"the loss is not finite before the first update ({what}): not the learning rate but the "
-                           "data or the model's settings (model.*, data.mean/std) make it so; check them with "
-                           "--cfg job; nothing was saved")
+        precision = (
+            ""
+            if trainer.precision == "32-true"
+            else f" or use trainer.precision=32-true (now {trainer.precision})"
+        )
+        if (
+            before_any_update
+        ):  # the first batch's loss, computed with the initial weights: lr played no part
+            raise Diverged(
+                f"the loss is not finite before the first update ({what}): not the learning rate "
+                "but the data or the model's settings (model.*, data.mean/std) make it so; "
+                "check them with --cfg job; nothing was saved"
+            )
         raise Diverged(
-            f"training diverged at epoch {trainer.current_epoch}, step {trainer.global_step}: {what}; "
-            f"lower optimizer.lr (now {lr:g}){precision}; {kept}"
+            f"training diverged at epoch {trainer.current_epoch}, step {trainer.global_step}: "
+            f"{what}; lower optimizer.lr (now {lr:g}){precision}; {kept}"
         )
 
 
 class InterruptCheckpoint(Callback):
-    """Ctrl-C (KeyboardInterrupt) or SIGTERM (what SLURM, Kubernetes and ``timeout`` send; Lightning stops after
-    the current batch) saves ``<dirpath>/last.ckpt`` mid-epoch, so ``resume=true`` continues from it.
+    """Ctrl-C (KeyboardInterrupt) or SIGTERM (what SLURM, Kubernetes and ``timeout`` send; Lightning
+    stops after the current batch) saves ``<dirpath>/last.ckpt`` mid-epoch, so ``resume=true``
+    continues from it.
 
     Other exceptions save nothing (a diverged model must not replace the last good checkpoint).
-    Not Lightning's OnExceptionCheckpoint: its presence turns every ``fit()`` into ``ckpt_path="last"``.
+    Not Lightning's OnExceptionCheckpoint: its presence turns every ``fit()`` into
+    ``ckpt_path="last"``.
     """
 
     def __init__(self, dirpath: str, filename: str = "last.ckpt") -> None:
         self.ckpt_path = str(Path(dirpath) / filename)
-        self.run_dir = Path(dirpath).parent if Path(dirpath).name == "checkpoints" else Path(dirpath)
+        self.run_dir = (
+            Path(dirpath).parent if Path(dirpath).name == "checkpoints" else Path(dirpath)
+        )
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.state.fn == "fit":
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if (
+            isinstance(exception, (KeyboardInterrupt, SIGTERMException))
+            and trainer.state.fn == "fit"
+        ):
             trainer.save_checkpoint(self.ckpt_path)
-            what = "interrupted" if isinstance(exception, KeyboardInterrupt) else "stopped by SIGTERM"
-            sys.stderr.write(  # one write: processes stopped together (a sweep's workers) keep a line each
-                f"{what} at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {self.ckpt_path}; "
-                f"to continue, run the same command with {shlex.quote(f'hydra.run.dir={self.run_dir}')} resume=true\n"
+            what = (
+                "interrupted" if isinstance(exception, KeyboardInterrupt) else "stopped by SIGTERM"
+            )
+            # one write: processes stopped together (a sweep's workers) keep a line each
+            sys.stderr.write(
+                f"{what} at epoch {trainer.current_epoch}, step {trainer.global_step}: "
+                f"saved {self.ckpt_path}; to continue, run the same command with "
+                f"{shlex.quote(f'hydra.run.dir={self.run_dir}')} resume=true\n"
             )
             sys.stderr.flush()

@@ -1,5 +1,6 @@
-"""Every epoch, images in TensorBoard and as PNG files in the run folder: decoded samples of a fixed set of
-latents, and reconstructions. TensorBoard files them at the step of the epoch's scalars (one x-axis for all)."""
+"""Every epoch, images in TensorBoard and as PNG files in the run folder: decoded samples of a fixed
+set of latents, and reconstructions. TensorBoard files them at the step of the epoch's scalars (one
+x-axis for all)."""
 
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from vae_lightning.errors import check_int
 
 
 def publish(trainer: L.Trainer, tag: str, grid: torch.Tensor, png_dir: str | None) -> None:
-    """A (3, H, W) grid in [0, 1] into TensorBoard (at the global step) and ``<png_dir>/<tag>_epochNNN.png``."""
+    """A (3, H, W) grid in [0, 1] into TensorBoard (at the global step) and
+    ``<png_dir>/<tag>_epochNNN.png``."""
     writer = tensorboard(trainer)
     if writer is not None:
         writer.add_image(tag, grid, epoch_step(trainer))
@@ -23,21 +25,36 @@ def publish(trainer: L.Trainer, tag: str, grid: torch.Tensor, png_dir: str | Non
 
 
 class SampleGrid(L.Callback):
-    """Every epoch, log images decoded from z ~ p(z), the model's prior, drawn with the same seed each time.
+    """Every epoch, log images decoded from z ~ p(z), the model's prior, drawn with the same seed
+    each time.
 
-    With a fixed prior (the standard normal) the grid shows the same latents as training goes on (tutorial:
-    256 samples, 16 x 16); a learned prior (mixture, VampPrior) moves them with it.
+    With a fixed prior (the standard normal) the grid shows the same latents as training goes on
+    (tutorial: 256 samples, 16 x 16); a learned prior (mixture, VampPrior) moves them with it.
     """
 
-    def __init__(self, num_samples: int = 256, nrow: int = 16, seed: int = 0, tag: str = "samples",
-                 png_dir: str | None = None):
+    def __init__(
+        self,
+        num_samples: int = 256,
+        nrow: int = 16,
+        seed: int = 0,
+        tag: str = "samples",
+        png_dir: str | None = None,
+    ):
         check_int("num_samples", num_samples, low=1, example=256)
         check_int("nrow", nrow, low=1, example=16)
         check_int("seed", seed, low=0, example=0)
-        self.num_samples, self.nrow, self.seed, self.tag, self.png_dir = num_samples, nrow, seed, tag, png_dir
+        self.num_samples, self.nrow, self.seed, self.tag, self.png_dir = (
+            num_samples,
+            nrow,
+            seed,
+            tag,
+            png_dir,
+        )
 
     def latents(self, model) -> torch.Tensor:
-        return model.sample_prior(self.num_samples, generator=torch.Generator().manual_seed(self.seed))
+        return model.sample_prior(
+            self.num_samples, generator=torch.Generator().manual_seed(self.seed)
+        )
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer, pl_module):
@@ -48,19 +65,32 @@ class SampleGrid(L.Callback):
 
 
 class Reconstructions(L.Callback):
-    """Every epoch, log the first validation images (top row) above their reconstructions (bottom row)."""
+    """Every epoch, log the first validation images (top row) above their reconstructions
+    (bottom row)."""
 
-    def __init__(self, num_images: int = 16, tag: str = "reconstructions", png_dir: str | None = None):
-        self.num_images, self.tag, self.png_dir = check_int("num_images", num_images, low=1, example=16), tag, png_dir
+    def __init__(
+        self, num_images: int = 16, tag: str = "reconstructions", png_dir: str | None = None
+    ):
+        self.num_images, self.tag, self.png_dir = (
+            check_int("num_images", num_images, low=1, example=16),
+            tag,
+            png_dir,
+        )
         self.inputs: torch.Tensor | None = None
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ):
         if self.inputs is None and batch_idx == 0:
             self.inputs = batch[0][: self.num_images].detach().cpu()
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer, pl_module):
-        if (tensorboard(trainer) is None and not self.png_dir) or self.inputs is None or trainer.sanity_checking:
+        if (
+            (tensorboard(trainer) is None and not self.png_dir)
+            or self.inputs is None
+            or trainer.sanity_checking
+        ):
             return
         recon = pl_module.reconstruct(self.inputs).cpu()
         images = pl_module.to_unit_range(torch.cat([self.inputs.to(recon.dtype), recon]))

@@ -17,23 +17,29 @@ def tensorboard(trainer: L.Trainer):
 
 
 def epoch_step(trainer: L.Trainer) -> int:
-    """The x value of what a callback logs at an epoch's end: the last finished training step, where Lightning
-    files the epoch's scalars (val/loss...), so images and histograms line up with the curves."""
+    """The x value of what a callback logs at an epoch's end: the last finished training step, where
+    Lightning files the epoch's scalars (val/loss...), so images and histograms line up with the
+    curves."""
     return max(trainer.global_step - 1, 0)
 
 
-DEFINES_MODEL = ("model", "optimizer", "scheduler")  # columns shown first, beside the ones a sweep varies
+DEFINES_MODEL = (
+    "model",
+    "optimizer",
+    "scheduler",
+)  # columns shown first, beside the ones a sweep varies
 
 
 class HParams(L.Callback):
-    """Write the run's hyperparameters to TensorBoard's HParams dashboard, with ``val/loss`` as its metric.
+    """Write the run's hyperparameters to TensorBoard's HParams dashboard, with ``val/loss`` as its
+    metric.
 
     The values are the settings that define the run's result (``runs.record.result_settings`` of
-    ``pl_module.run_config``: no paths or switches such as ``data.root``, ``optimizer.fused``).
-    Each run writes its session (values at the
-    start, status at the end); TensorBoard then lists first the columns whose values differ between the
-    runs it shows. When a sweep ends, ``write_sweep_experiment`` also puts the swept and model-defining
-    settings first. The dashboard reads the real ``val/loss`` scalars the run logs.
+    ``pl_module.run_config``: no paths or switches such as ``data.root``, ``optimizer.fused``). Each
+    run writes its session (values at the start, status at the end); TensorBoard then lists first
+    the columns whose values differ between the runs it shows. When a sweep ends,
+    ``write_sweep_experiment`` also puts the swept and model-defining settings first. The dashboard
+    reads the real ``val/loss`` scalars the run logs.
     """
 
     def __init__(self, metrics=("val/loss",)):
@@ -44,14 +50,18 @@ class HParams(L.Callback):
         writer = tensorboard(trainer)
         if writer is None or not pl_module.run_config:
             return
-        _, session_start, _ = hparams_summary(hparams_of(result_settings(pl_module.run_config)), {m: 0.0 for m in self.metrics})
+        _, session_start, _ = hparams_summary(
+            hparams_of(result_settings(pl_module.run_config)), {m: 0.0 for m in self.metrics}
+        )
         writer.file_writer.add_summary(session_start)
 
     @rank_zero_only
     def on_fit_end(self, trainer, pl_module):
         writer = tensorboard(trainer)
         if writer is not None and pl_module.run_config:
-            writer.file_writer.add_summary(hparams_summary({}, {})[2])  # the session ended (status: success)
+            writer.file_writer.add_summary(
+                hparams_summary({}, {})[2]
+            )  # the session ended (status: success)
             writer.flush()
 
 
@@ -60,10 +70,12 @@ def hparams_of(settings: dict) -> dict:
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in settings.items()}
 
 
-def write_sweep_experiment(sweep_dir, job_settings: list[dict], metrics=("val/loss", "test/loss")) -> dict:
-    """The HParams dashboard's columns for a whole sweep, written into ``sweep_dir``: the settings the jobs
-    vary and those that define the model first, then the rest (TensorBoard lists columns marked as differing
-    first, each part by name). Returns {key: shown first}."""
+def write_sweep_experiment(
+    sweep_dir, job_settings: list[dict], metrics=("val/loss", "test/loss")
+) -> dict:
+    """The HParams dashboard's columns for a whole sweep, written into ``sweep_dir``: the settings
+    the jobs vary and those that define the model first, then the rest (TensorBoard lists columns
+    marked as differing first, each part by name). Returns {key: shown first}."""
     from tensorboard.plugins.hparams import plugin_data_pb2
     from torch.utils.tensorboard import SummaryWriter
 

@@ -1,5 +1,5 @@
-"""CPU runs at the speed of the cores: threads per process, so runs and ranks that share a machine do not fight
-over its cores, and no CUDA probe at every optimizer step."""
+"""CPU runs at the speed of the cores: threads per process, so runs and ranks that share a machine
+do not fight over its cores, and no CUDA probe at every optimizer step."""
 
 import os
 
@@ -9,7 +9,8 @@ from hydra.core.hydra_config import HydraConfig
 
 
 def parallel_jobs() -> int:
-    """How many jobs of this sweep run at once on this machine (joblib's ``n_jobs``; 1 for other launchers)."""
+    """How many jobs of this sweep run at once on this machine (joblib's ``n_jobs``; 1 for other
+    launchers)."""
     if not HydraConfig.initialized():
         return 1
     n_jobs = int(HydraConfig.get().launcher.get("n_jobs", 1) or 1)
@@ -17,10 +18,10 @@ def parallel_jobs() -> int:
 
 
 class CpuThreads(L.Callback):
-    """Set torch's intra-op threads of each training process on a CPU: ``threads``, or (None) the machine's
-    cores divided by the processes sharing them - the parallel jobs of a joblib sweep times this run's DDP
-    ranks on the node. Without it each process spins one thread per core, and two processes on two cores
-    run many times slower than one after the other."""
+    """Set torch's intra-op threads of each training process on a CPU: ``threads``, or (None) the
+    machine's cores divided by the processes sharing them - the parallel jobs of a joblib sweep
+    times this run's DDP ranks on the node. Without it each process spins one thread per core, and
+    two processes on two cores run many times slower than one after the other."""
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads
@@ -28,9 +29,10 @@ class CpuThreads(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if trainer.strategy.root_device.type != "cpu":
             return
-        # Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (a fork-safe CUDA check); torch's Adam asks whether CUDA is
-        # available at every step, which then loads NVML again each time: ~70 us per step on a CPU run. Without
-        # it torch answers from its cached device count. A CPU run uses no CUDA, so fork safety is not at stake.
+        # Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (a fork-safe CUDA check); torch's Adam asks
+        # whether CUDA is available at every step, which then loads NVML again each time: ~70 us per
+        # step on a CPU run. Without it torch answers from its cached device count. A CPU run uses
+        # no CUDA, so fork safety is not at stake.
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
         sharing = parallel_jobs() * max(1, trainer.world_size // max(1, trainer.num_nodes))
         torch.set_num_threads(self.threads or max(1, (os.cpu_count() or 1) // sharing))

@@ -1,1 +1,2 @@
-"""Datasets as components: the interface (base.py), the in-memory machinery (in_memory.py) and the datasets."""
+"""Datasets as components: the interface (base.py), the in-memory machinery (in_memory.py) and the
+datasets."""

@@ -1,4 +1,5 @@
-"""The data interface: what the model, callbacks, eval, sample and notebooks may ask of a DataModule.
+"""The data interface: what the model, callbacks, eval, sample and notebooks may ask of a
+DataModule.
 
 A dataset is a component: ``conf/data/<name>.yaml`` names its class with ``_target_``. Any
 LightningDataModule that subclasses ``ImageDataModule`` and provides the members below works with
@@ -7,15 +8,17 @@ dataset that fits in memory, so a new dataset of that kind only implements ``loa
 
     image_shape -> (C, H, W)        known once constructed, before any split is set up: the model is
                                     built from it before training starts
-    data_range  -> (lo, hi)         lists of C floats: the interval each channel's normalized pixels lie
-                                    in; the likelihood and the display of images follow it
-    class_names -> list[str] | None names of the integer labels; None for unlabeled data (labels are -1)
+    data_range  -> (lo, hi)         lists of C floats: the interval each channel's normalized pixels
+                                    lie in; the likelihood and the display of images follow it
+    class_names -> list[str] | None names of the integer labels; None for unlabeled data
+                                    (labels are -1)
     loader(split, batch_size=None)  the batches of 'train', 'val' or 'test' in a fixed order, each
                                     (x, y): x float (B, C, H, W) normalized, y int64 (B,)
     examples(split, n, seed)        (x, y) of n images of a split drawn at random (fixed by seed)
     + Lightning's prepare_data / setup / train_dataloader / val_dataloader / test_dataloader
 
-Settings are checked in the constructor (``SettingError``), so a bad value is refused before any data is read.
+Settings are checked in the constructor (``SettingError``), so a bad value is refused before any
+data is read.
 """
 
 from abc import ABC, abstractmethod
@@ -48,7 +51,9 @@ class ImageDataModule(L.LightningDataModule, ABC):
         return None
 
     @abstractmethod
-    def loader(self, split: str, batch_size: int | None = None) -> Iterable[tuple[torch.Tensor, torch.Tensor]]: ...
+    def loader(
+        self, split: str, batch_size: int | None = None
+    ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]: ...
 
     @abstractmethod
     def examples(self, split: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]: ...

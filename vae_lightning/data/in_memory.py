@@ -1,11 +1,12 @@
 """Datasets that fit in memory: uint8 images held as one tensor, served as whole normalized batches.
 
-Each batch is one index into a uint8 tensor (on the accelerator when ``on_device``) and one vectorized
-normalization: no per-sample transforms, no worker processes. The batches come from torch's own parts:
-a ``DistributedSampler`` (shuffled by (seed, epoch), one equal, disjoint shard per rank; with one rank,
-the whole split) inside a ``BatchSampler``, and a Dataset whose ``__getitems__`` takes the whole list
-of indices. The training loader is stateful (``state_dict``/``load_state_dict``), so Lightning saves
-how far into the epoch a checkpoint was taken and a resumed run serves exactly the rest of that epoch.
+Each batch is one index into a uint8 tensor (on the accelerator when ``on_device``) and one
+vectorized normalization: no per-sample transforms, no worker processes. The batches come from
+torch's own parts: a ``DistributedSampler`` (shuffled by (seed, epoch), one equal, disjoint shard
+per rank; with one rank, the whole split) inside a ``BatchSampler``, and a Dataset whose
+``__getitems__`` takes the whole list of indices. The training loader is stateful
+(``state_dict``/``load_state_dict``), so Lightning saves how far into the epoch a checkpoint was
+taken and a resumed run serves exactly the rest of that epoch.
 
 A subclass implements ``load(train)`` (and says its ``image_shape`` and ``class_names``); the rest -
 train/val split, binarization, normalization per channel, DDP shards, resume - is here.
@@ -27,25 +28,36 @@ EVAL_BINARIZE_SEED = 1234  # val/test are binarized once with this seed, whateve
 
 def binarize(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """uint8 grey levels -> uint8 {0, 255}: each pixel white with probability (its value / 255)."""
-    return torch.bernoulli(images.float().div_(255.0), generator=generator).mul_(255.0).to(torch.uint8)
+    return (
+        torch.bernoulli(images.float().div_(255.0), generator=generator).mul_(255.0).to(torch.uint8)
+    )
 
 
-def normalize(images: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 (B, C, H, W) -> float (x / 255 - mean) / std, with mean and std per channel (None: 0 and 1)."""
+def normalize(
+    images: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None
+) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float (x / 255 - mean) / std, with mean and std per channel (None: 0
+    and 1)."""
     x = images.float().div_(255.0)
     if mean is not None:
         x = x.sub_(mean.to(x.device).view(-1, 1, 1)).div_(std.to(x.device).view(-1, 1, 1))
     return x
 
 
-def per_channel(key: str, value, channels: int, positive: bool = False, example=None) -> list[float]:
-    """A number, or one number per channel, as a list of ``channels`` finite floats (> 0 if ``positive``)."""
+def per_channel(
+    key: str, value, channels: int, positive: bool = False, example=None
+) -> list[float]:
+    """A number, or one number per channel, as a list of ``channels`` finite floats (> 0 if
+    ``positive``)."""
     values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
     if len(values) == 1:
         values = values * channels
     if len(values) != channels:
         raise SettingError(key, value, f"must be one number or {channels} (one per channel)")
-    return [check_float(key, v, low=0.0 if positive else None, low_ok=False, example=example) for v in values]
+    return [
+        check_float(key, v, low=0.0 if positive else None, low_ok=False, example=example)
+        for v in values
+    ]
 
 
 def _as_is(batch):
@@ -54,13 +66,16 @@ def _as_is(batch):
 
 
 class ImageBatches(Dataset):
-    """uint8 images (N, C, H, W) and int64 labels; ``dataset[list of indices]`` is one normalized batch (x, y).
+    """uint8 images (N, C, H, W) and int64 labels; ``dataset[list of indices]`` is one normalized
+    batch (x, y).
 
     ``binarize``: each time a batch is served its pixels are drawn as Bernoulli(grey level), from a
     generator seeded by (seed, epoch, rank), so a run and its resumed copy draw the same pixels.
     """
 
-    def __init__(self, images, labels, mean=None, std=None, binarize: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self, images, labels, mean=None, std=None, binarize: bool = False, seed: int = 0
+    ) -> None:
         self.images, self.labels, self.mean, self.std = images, labels, mean, std
         self.binarize, self.seed = binarize, seed
         self.generator: torch.Generator | None = None
@@ -88,7 +103,8 @@ class ImageBatches(Dataset):
 
 
 class ResumableBatchSampler(BatchSampler):
-    """torch's BatchSampler that can start its next epoch ``skip`` batches in (once), for a mid-epoch resume."""
+    """torch's BatchSampler that can start its next epoch ``skip`` batches in (once), for a
+    mid-epoch resume."""
 
     skip = 0
 
@@ -100,15 +116,29 @@ class ResumableBatchSampler(BatchSampler):
 class BatchLoader(DataLoader):
     """A DataLoader of whole batches: BatchSampler over DistributedSampler over ``ImageBatches``.
 
-    Lightning calls the DistributedSampler's ``set_epoch``. ``batches_done`` (training only) tells how
-    many batches of the current epoch were trained on; Lightning stores it in checkpoints through
-    ``state_dict`` and hands it back through ``load_state_dict`` on resume.
+    Lightning calls the DistributedSampler's ``set_epoch``. ``batches_done`` (training only) tells
+    how many batches of the current epoch were trained on; Lightning stores it in checkpoints
+    through ``state_dict`` and hands it back through ``load_state_dict`` on resume.
     """
 
-    def __init__(self, dataset: ImageBatches, batch_size: int, shuffle: bool = False, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, batches_done: Callable[[], int] | None = None) -> None:
-        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
-        super().__init__(dataset, batch_sampler=ResumableBatchSampler(sampler, batch_size, False), collate_fn=_as_is)
+    def __init__(
+        self,
+        dataset: ImageBatches,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        batches_done: Callable[[], int] | None = None,
+    ) -> None:
+        sampler = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=True
+        )
+        super().__init__(
+            dataset,
+            batch_sampler=ResumableBatchSampler(sampler, batch_size, False),
+            collate_fn=_as_is,
+        )
         self.batches_done = batches_done
 
     def __iter__(self):
@@ -124,14 +154,15 @@ class BatchLoader(DataLoader):
 
 
 class InMemoryImageDataModule(ImageDataModule):
-    """A dataset held in memory as uint8: train/val split of the training set (by ``seed``), its own test set.
+    """A dataset held in memory as uint8: train/val split of the training set (by ``seed``), its own
+    test set.
 
     ``batch_size`` is the global batch: under DDP each of the world_size ranks serves
     batch_size // world_size samples per step. ``mean``/``std``: one number or one per channel.
     ``binarize``: dynamic binarization, the standard setting for likelihoods on MNIST: training
-    pixels are drawn as Bernoulli(grey level) each time a batch is served; val and test are binarized
-    once, with a fixed seed, when the data is set up. ``on_device``: keep the data on the accelerator
-    (None: whenever training runs on one), so a step needs no host-to-device copy.
+    pixels are drawn as Bernoulli(grey level) each time a batch is served; val and test are
+    binarized once, with a fixed seed, when the data is set up. ``on_device``: keep the data on the
+    accelerator (None: whenever training runs on one), so a step needs no host-to-device copy.
     """
 
     def __init__(
@@ -157,14 +188,17 @@ class InMemoryImageDataModule(ImageDataModule):
         if on_device is not None:
             check_bool("on_device", on_device)
         self.on_device = on_device
-        self._official: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}  # official train / test split, until setup
+        self._official: dict[
+            bool, tuple[torch.Tensor, torch.Tensor]
+        ] = {}  # official train / test split, until setup
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._device_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @abstractmethod
     def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 images (N, C, H, W) (or (N, H, W) for one channel) and int64 labels (N,) of the official
-        training (``train``) or test split; labels -1 where there are none. UserError when unreadable."""
+        """uint8 images (N, C, H, W) (or (N, H, W) for one channel) and int64 labels (N,) of the
+        official training (``train``) or test split; labels -1 where there are none. UserError when
+        unreadable."""
 
     @property
     def data_range(self) -> tuple[list[float], list[float]]:
@@ -176,13 +210,18 @@ class InMemoryImageDataModule(ImageDataModule):
         return torch.tensor(self.mean), torch.tensor(self.std)
 
     def prepare_data(self) -> None:
-        """Load (or download, where the subclass can) and check both splits before any training starts; they
-        are kept until ``setup`` splits them, so the files are read once. Bad data or settings fail here."""
+        """Load (or download, where the subclass can) and check both splits before any training
+        starts; they are kept until ``setup`` splits them, so the files are read once. Bad data or
+        settings fail here."""
         if self._splits:
             return
         images, _ = self._load_checked(True)
         if not self.val_size < len(images):
-            raise SettingError("val_size", self.val_size, f"must lie between 1 and {len(images) - 1} (training set size - 1)")
+            raise SettingError(
+                "val_size",
+                self.val_size,
+                f"must lie between 1 and {len(images) - 1} (training set size - 1)",
+            )
         self._load_checked(False)
 
     def _load_checked(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,11 +233,14 @@ class InMemoryImageDataModule(ImageDataModule):
         split = "training" if train else "test"
         if tuple(images.shape[1:]) != tuple(self.image_shape) or images.dtype != torch.uint8:
             raise UserError(
-                f"{type(self).__name__} loaded {split} images of shape {list(images.shape[1:])} ({images.dtype}) "
-                f"but declares image_shape {list(self.image_shape)} (uint8)"
+                f"{type(self).__name__} loaded {split} images of shape {list(images.shape[1:])} "
+                f"({images.dtype}) but declares image_shape {list(self.image_shape)} (uint8)"
             )
         if labels.shape != (len(images),):
-            raise UserError(f"{type(self).__name__} loaded {len(images)} {split} images but labels of shape {list(labels.shape)}")
+            raise UserError(
+                f"{type(self).__name__} loaded {len(images)} {split} images but labels of shape "
+                f"{list(labels.shape)}"
+            )
         self._official[train] = images, labels.long()
         return self._official[train]
 
@@ -215,18 +257,22 @@ class InMemoryImageDataModule(ImageDataModule):
         if self.binarize:
             for name, offset in (("val", 0), ("test", 1)):
                 generator = torch.Generator().manual_seed(EVAL_BINARIZE_SEED + offset)
-                self._splits[name] = binarize(self._splits[name][0], generator), self._splits[name][1]
+                self._splits[name] = (
+                    binarize(self._splits[name][0], generator),
+                    self._splits[name][1],
+                )
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 images (N, C, H, W) and labels of 'train', 'val' or 'test' (val/test already binarized if ``binarize``)."""
+        """uint8 images (N, C, H, W) and labels of 'train', 'val' or 'test' (val/test already
+        binarized if ``binarize``)."""
         if name not in SPLITS:
             raise ValueError(f"split {name!r} is not one of {SPLITS}")
         self.setup()
         return self._splits[name]
 
     def _resident(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The split where batches are cut: on the accelerator when ``on_device`` (None: whenever the
-        trainer runs on one), so a step needs no host-to-device copy and no host sync."""
+        """The split where batches are cut: on the accelerator when ``on_device`` (None: whenever
+        the trainer runs on one), so a step needs no host-to-device copy and no host sync."""
         strategy = getattr(self.trainer, "strategy", None)
         device = strategy.root_device if strategy is not None else torch.device("cpu")
         on_device = device.type != "cpu" if self.on_device is None else self.on_device
@@ -245,8 +291,13 @@ class InMemoryImageDataModule(ImageDataModule):
         mean, std = self._normalization()
         return ImageBatches(images, labels, mean, std, self.binarize and name == "train", self.seed)
 
-    def loader(self, split: str, batch_size: int | None = None, shuffle: bool = False,
-               batches_done: Callable[[], int] | None = None) -> BatchLoader:
+    def loader(
+        self,
+        split: str,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        batches_done: Callable[[], int] | None = None,
+    ) -> BatchLoader:
         rank, world = self._rank_and_world()
         batch_size = self.batch_size if batch_size is None else batch_size
         if batch_size % world:
@@ -254,7 +305,9 @@ class InMemoryImageDataModule(ImageDataModule):
                 f"data.batch_size={batch_size} is the global batch and must divide by the "
                 f"{world} devices: use a multiple of {world}"
             )
-        return BatchLoader(self._dataset(split), batch_size // world, shuffle, self.seed, rank, world, batches_done)
+        return BatchLoader(
+            self._dataset(split), batch_size // world, shuffle, self.seed, rank, world, batches_done
+        )
 
     def examples(self, split: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = self.split(split)
@@ -263,7 +316,8 @@ class InMemoryImageDataModule(ImageDataModule):
         return normalize(images[idx], mean, std), labels[idx]
 
     def _train_batches_done(self) -> int:
-        """Batches of the current epoch already trained on, from the trainer's public counters (0 at an epoch's end)."""
+        """Batches of the current epoch already trained on, from the trainer's public counters (0 at
+        an epoch's end)."""
         t = self.trainer
         if t is None or not t.num_training_batches or math.isinf(t.num_training_batches):
             return 0

@@ -1,5 +1,6 @@
-"""The models: one file per model behind ``BaseVAE`` (base.py), chosen with ``model=<name>``; their parts are
-components too: networks/, priors/, posteriors/, and the likelihood; metrics.py holds the bounds they are judged by."""
+"""The models: one file per model behind ``BaseVAE`` (base.py), chosen with ``model=<name>``; their
+parts are components too: networks/, priors/, posteriors/, and the likelihood; metrics.py holds the
+bounds they are judged by."""
 
 from vae_lightning.models.base import BaseVAE
 from vae_lightning.models.hiwae import HIWAE

@@ -1,23 +1,29 @@
-"""The base of every model: a LightningModule that eval, sample, the callbacks and the notebooks use through
-this interface alone, so a new model is one file (a subclass) and one yaml (``conf/model/<name>.yaml``).
+"""The base of every model: a LightningModule that eval, sample, the callbacks and the notebooks use
+through this interface alone, so a new model is one file (a subclass) and one
+yaml (``conf/model/<name>.yaml``).
 
 What a model implements:
 
-    log_weight_terms(x, n)     (log p(x | z_i), log p(z_i) - log q(z_i | x)), each (n, B), for n fresh
-                               reparameterized draws z_i ~ q(z | x) per image (every stochastic layer)
-    losses(x, kl_weight=None)  dict of batch means in nats per image: loss (the negative ELBO), recon, kl,
-                               objective (what the gradient follows), the ``extra_terms`` it declares, and
-                               optionally kl_dims (KL per latent dim) and, outside training, codes (as
-                               ``codes``, when they come for free; else validation calls ``codes``)
+    log_weight_terms(x, n)     (log p(x | z_i), log p(z_i) - log q(z_i | x)), each (n, B), for n
+                               fresh reparameterized draws z_i ~ q(z | x) per image (every
+                               stochastic layer)
+    losses(x, kl_weight=None)  dict of batch means in nats per image: loss (the negative ELBO),
+                               recon, kl, objective (what the gradient follows), the ``extra_terms``
+                               it declares, and optionally kl_dims (KL per latent dim) and, outside
+                               training, codes (as ``codes``, when they come for free; else
+                               validation calls ``codes``)
     codes(x)                   {layer name: posterior means (B, D_layer)}, the top layer last
-    encode_gaussian(x)         (mu, logvar) of the top layer's Gaussian posterior (the VampPrior encodes with it)
-    decode_logits(z)           top-layer z (B, latent_dim) -> the decoder's output for the likelihood
+    encode_gaussian(x)         (mu, logvar) of the top layer's Gaussian posterior (the VampPrior
+                               encodes with it)
+    decode_logits(z)           top-layer z (B, latent_dim) -> the decoder's output
+                               for the likelihood
     latent_dim, prior          size of the top layer, and p(z) over it (``priors.Prior``)
 
-What the base provides from those: encode (top-layer code), decode, reconstruct, sample_prior, log_weights (what
-the importance-weighted estimate in ``metrics.py`` needs), to_unit_range; the per-epoch logging of every term
-(``*/loss`` is always the true negative ELBO), the KL weight schedule, optimizer and scheduler wiring, the run's
-config in checkpoints, and ``load_from_checkpoint`` that returns the class a checkpoint was trained with.
+What the base provides from those: encode (top-layer code), decode, reconstruct, sample_prior,
+log_weights (what the importance-weighted estimate in ``metrics.py`` needs), to_unit_range; the
+per-epoch logging of every term (``*/loss`` is always the true negative ELBO), the KL weight
+schedule, optimizer and scheduler wiring, the run's config in checkpoints, and
+``load_from_checkpoint`` that returns the class a checkpoint was trained with.
 """
 
 import inspect
@@ -34,14 +40,18 @@ from vae_lightning.models.components import load_class, plain
 from vae_lightning.models.likelihoods import Likelihood, per_channel_range
 
 STAGES, TERMS = ("train", "val", "test"), ("loss", "recon", "kl")
-OBJECTIVE = "objective"  # what the gradient follows in training, logged when it differs from the ELBO
+OBJECTIVE = (
+    "objective"  # what the gradient follows in training, logged when it differs from the ELBO
+)
 MODEL_CLASS = "model_class"  # the checkpoint key naming the class a checkpoint was trained with
 
 
-def iw_bound(log_px_z: torch.Tensor, log_ratio: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
-    """The importance-weighted bound of Burda et al. (2016) from k draws per image, (k, B) each: iw_loss =
-    -log (1/k) sum_i p(x | z_i) p(z_i) / q(z_i | x); objective: the same with the prior ratio ^ beta; loss,
-    recon and kl: the Monte Carlo ELBO over the same draws."""
+def iw_bound(
+    log_px_z: torch.Tensor, log_ratio: torch.Tensor, beta: float = 1.0
+) -> dict[str, torch.Tensor]:
+    """The importance-weighted bound of Burda et al. (2016) from k draws per image, (k, B) each:
+    iw_loss = -log (1/k) sum_i p(x | z_i) p(z_i) / q(z_i | x); objective: the same with the prior
+    ratio ^ beta; loss, recon and kl: the Monte Carlo ELBO over the same draws."""
     k = log_px_z.shape[0]
 
     def negative_bound(weight: float) -> torch.Tensor:
@@ -54,18 +64,22 @@ def iw_bound(log_px_z: torch.Tensor, log_ratio: torch.Tensor, beta: float = 1.0)
 
 
 def recorded_class(checkpoint: dict) -> type | None:
-    """The model class a checkpoint was trained with (None for checkpoints written before the model family)."""
+    """The model class a checkpoint was trained with (None for checkpoints written before the
+    model family)."""
     target = checkpoint.get(MODEL_CLASS)
     return None if target is None else load_class(target, "model", BaseVAE)
 
 
 class BaseVAE(L.LightningModule):
-    """``loss`` names the likelihood p(x | z); ``kl_weight`` (beta) and ``kl_warmup_epochs`` weight the prior
-    term of the objective (beta rises linearly from 0 over the warm-up); ``input_shape`` and ``data_range``
-    come from the DataModule. Hyperparameters are stored as plain values, so a checkpoint alone rebuilds the
-    model with ``torch.load(weights_only=True)``, whatever the subclass's ``__init__`` looks like."""
+    """``loss`` names the likelihood p(x | z); ``kl_weight`` (beta) and ``kl_warmup_epochs`` weight
+    the prior term of the objective (beta rises linearly from 0 over the warm-up); ``input_shape``
+    and ``data_range`` come from the DataModule. Hyperparameters are stored as plain values, so a
+    checkpoint alone rebuilds the model with ``torch.load(weights_only=True)``, whatever the
+    subclass's ``__init__`` looks like."""
 
-    extra_terms: tuple[str, ...] = ()  # more per-image terms that losses() returns and */<term> logs
+    extra_terms: tuple[
+        str, ...
+    ] = ()  # more per-image terms that losses() returns and */<term> logs
 
     def __init__(
         self,
@@ -80,20 +94,33 @@ class BaseVAE(L.LightningModule):
         scheduler=None,
     ) -> None:
         super().__init__()
-        check_float("kl_weight", kl_weight, low=0, high=1e10,
-                    note=" (1 is the ELBO, other values give a beta-VAE; larger ones overflow the float32 loss)")
+        check_float(
+            "kl_weight",
+            kl_weight,
+            low=0,
+            high=1e10,
+            note=(
+                " (1 is the ELBO, other values give a beta-VAE; "
+                "larger ones overflow the float32 loss)"
+            ),
+        )
         check_int("kl_warmup_epochs", kl_warmup_epochs, low=0, example=10, note=" (0 = no warm-up)")
         check_bool("compile", compile)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.hparams.update({k: plain(v) for k, v in self.hparams.items()})
-        self.hparams.update(input_shape=[int(s) for s in input_shape], data_range=plain(per_channel_range(data_range)))
+        self.hparams.update(
+            input_shape=[int(s) for s in input_shape],
+            data_range=plain(per_channel_range(data_range)),
+        )
         self.input_shape = tuple(self.hparams.input_shape)
         self.optimizer_factory = optimizer or torch.optim.Adam
         self.scheduler_factory = scheduler
         self.likelihood = Likelihood(loss, self.hparams.data_range)
         self.run_config: dict | None = None  # the composed Hydra config, saved into checkpoints
         # nan_strategy="disable": no host sync per step; divergence is caught on the loss itself.
-        names = [f"{s}_{t}" for s in STAGES for t in (*TERMS, *self.extra_terms)] + [f"train_{OBJECTIVE}"]
+        names = [f"{s}_{t}" for s in STAGES for t in (*TERMS, *self.extra_terms)] + [
+            f"train_{OBJECTIVE}"
+        ]
         self.metrics = nn.ModuleDict({name: MeanMetric(nan_strategy="disable") for name in names})
         self._compiled_losses = None  # model.compile=true: the compiled training pass
 
@@ -150,38 +177,47 @@ class BaseVAE(L.LightningModule):
     # training ---------------------------------------------------------------------------------
     @property
     def objective_differs(self) -> bool:
-        """True when a knob makes the training objective differ from the bound the model is named for."""
+        """True when a knob makes the training objective differ from the bound the model is
+        named for."""
         return self.hparams.kl_weight != 1.0 or self.hparams.kl_warmup_epochs > 0
 
     def kl_weight_at(self, epoch: float) -> float:
-        """beta at a (fractional) epoch: linear from 0 to kl_weight over kl_warmup_epochs, then constant."""
+        """beta at a (fractional) epoch: linear from 0 to kl_weight over kl_warmup_epochs,
+        then constant."""
         warmup = self.hparams.kl_warmup_epochs
         return self.hparams.kl_weight * (min(1.0, epoch / warmup) if warmup > 0 else 1.0)
 
     def configure_model(self) -> None:
-        """``compile``: torch.compile the training pass (``losses``); state-dict keys stay the same."""
+        """``compile``: torch.compile the training pass (``losses``);
+        state-dict keys stay the same."""
         if self.hparams.compile and self._compiled_losses is None:
             self._compiled_losses = torch.compile(self.losses, mode=self.hparams.compile_mode)
 
     def logged_terms(self, stage: str) -> tuple[str, ...]:
-        return TERMS + self.extra_terms + ((OBJECTIVE,) if stage == "train" and self.objective_differs else ())
+        return (
+            TERMS
+            + self.extra_terms
+            + ((OBJECTIVE,) if stage == "train" and self.objective_differs else ())
+        )
 
     def _step(self, stage: str, batch, kl_weight: float | None = None) -> dict[str, torch.Tensor]:
         x, _ = batch
         out = (self._compiled_losses or self.losses)(x, kl_weight)
         for term in self.logged_terms(stage):
-            # one entry per image, so the epoch value is the per-image mean even when the last batch is
-            # short (MeanMetric drops ``weight`` under nan_strategy="disable", torchmetrics 1.9)
+            # one entry per image, so the epoch value is the per-image mean even when the last batch
+            # is short (MeanMetric drops ``weight`` under nan_strategy="disable", torchmetrics 1.9)
             self.metrics[f"{stage}_{term}"].update(out[term].detach().expand(x.shape[0]))
         return out
 
     def _log_epoch(self, stage: str) -> None:
-        """Log each term's epoch mean once (synced across ranks by torchmetrics), then reset it: logging once per
-        epoch keeps Lightning's per-step bookkeeping out of the hot path."""
+        """Log each term's epoch mean once (synced across ranks by torchmetrics), then reset it:
+        logging once per epoch keeps Lightning's per-step bookkeeping out of the hot path."""
         for term in self.logged_terms(stage):
             metric = self.metrics[f"{stage}_{term}"]
             if metric.update_count:
-                self.log(f"{stage}/{term}", metric.compute(), prog_bar=term == "loss", sync_dist=True)
+                self.log(
+                    f"{stage}/{term}", metric.compute(), prog_bar=term == "loss", sync_dist=True
+                )
             metric.reset()
 
     def on_train_epoch_end(self) -> None:
@@ -196,17 +232,23 @@ class BaseVAE(L.LightningModule):
     def training_step(self, batch, batch_idx):
         beta = self.hparams.kl_weight
         if self.hparams.kl_warmup_epochs > 0:
-            beta = self.kl_weight_at(self.current_epoch + batch_idx / max(1, self.trainer.num_training_batches))
+            beta = self.kl_weight_at(
+                self.current_epoch + batch_idx / max(1, self.trainer.num_training_batches)
+            )
             self.log("train/kl_weight", beta, on_step=False, on_epoch=True)
         return self._step("train", batch, beta)[OBJECTIVE]
 
     def validation_step(self, batch, batch_idx):
-        """The posterior means of each layer and, where the KL factorizes, the KL per latent dim (callbacks read them)."""
+        """The posterior means of each layer and, where the KL factorizes, the KL per latent dim
+        (callbacks read them)."""
         out = self._step("val", batch)
         codes = out.get("codes")
         codes = self.codes(batch[0]) if codes is None else codes
         kl_dims = out.get("kl_dims")
-        return {"codes": {k: v.detach() for k, v in codes.items()}, "kl_dims": None if kl_dims is None else kl_dims.detach()}
+        return {
+            "codes": {k: v.detach() for k, v in codes.items()},
+            "kl_dims": None if kl_dims is None else kl_dims.detach(),
+        }
 
     def test_step(self, batch, batch_idx):
         self._step("test", batch)
@@ -221,8 +263,9 @@ class BaseVAE(L.LightningModule):
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
-        """Lightning's, returning the class the checkpoint was trained with when that is a subclass of ``cls``
-        (``BaseVAE.load_from_checkpoint(path)`` gives back an IWAE, an HVAE or your own model)."""
+        """Lightning's, returning the class the checkpoint was trained with when that is a subclass
+        of ``cls`` (``BaseVAE.load_from_checkpoint(path)`` gives back an IWAE, an HVAE or your own
+        model)."""
         if isinstance(checkpoint_path, (str, os.PathLike)):
             peek = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
             target = recorded_class(peek) if isinstance(peek, dict) else None
@@ -234,10 +277,22 @@ class BaseVAE(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        if "steps_per_epoch" in inspect.signature(self.scheduler_factory).parameters:  # a schedule in optimizer steps
+        if (
+            "steps_per_epoch" in inspect.signature(self.scheduler_factory).parameters
+        ):  # a schedule in optimizer steps
             epochs = max(1, self.trainer.max_epochs or 1)
-            steps_per_epoch = self.trainer.estimated_stepping_batches / epochs if self.trainer.max_epochs != -1 else 1
+            steps_per_epoch = (
+                self.trainer.estimated_stepping_batches / epochs
+                if self.trainer.max_epochs != -1
+                else 1
+            )
             scheduler = self.scheduler_factory(optimizer, steps_per_epoch=steps_per_epoch)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+            }
         scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"},
+        }

@@ -1,4 +1,5 @@
-"""The HVAE's stochastic layers trained on the k-sample IWAE bound (Burda et al., 2016: two layers, k = 50)."""
+"""The HVAE's stochastic layers trained on the k-sample IWAE bound
+(Burda et al., 2016: two layers, k = 50)."""
 
 from vae_lightning.errors import check_int
 from vae_lightning.models.base import iw_bound
@@ -9,7 +10,9 @@ class HIWAE(HVAE):
     extra_terms = ("iw_loss",)
 
     def __init__(self, k: int = 5, **settings):
-        check_int("k", k, low=1, example=50, note=" (importance samples per image; the paper: 5, 50)")
+        check_int(
+            "k", k, low=1, example=50, note=" (importance samples per image; the paper: 5, 50)"
+        )
         super().__init__(**settings)
 
     def losses(self, x, kl_weight=None):

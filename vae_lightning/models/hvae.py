@@ -1,10 +1,12 @@
-"""A VAE with several stochastic layers (Burda et al., 2016, Table 1, second architecture: two layers).
+"""A VAE with several stochastic layers (Burda et al., 2016, Table 1, second architecture:
+two layers).
 
-q(z_1 | x) q(z_2 | z_1) ... and p(x | z_1) p(z_1 | z_2) ... p(z_L), every conditional a diagonal Gaussian (the
-likelihood for x) given by an MLP with ``hidden_dims[i]`` deterministic units below stochastic layer i. The
-paper's: 784-100-100-[z_1: 100]-50-50-[z_2: 50] tanh, decoders mirrored. p(z_L) is the prior component
-(``model/prior``), so the VampPrior of Tomczak & Welling (2018) goes on the top layer. Trained on the ELBO,
-every KL by Monte Carlo on the same draws; ``hiwae.py`` trains it on the IWAE bound.
+q(z_1 | x) q(z_2 | z_1) ... and p(x | z_1) p(z_1 | z_2) ... p(z_L), every conditional a diagonal
+Gaussian (the likelihood for x) given by an MLP with ``hidden_dims[i]`` deterministic units below
+stochastic layer i. The paper's: 784-100-100-[z_1: 100]-50-50-[z_2: 50] tanh, decoders mirrored.
+p(z_L) is the prior component (``model/prior``), so the VampPrior of Tomczak & Welling (2018) goes
+on the top layer. Trained on the ELBO, every KL by Monte Carlo on the same draws; ``hiwae.py``
+trains it on the IWAE bound.
 """
 
 import math
@@ -44,27 +46,55 @@ class GaussianLayer(nn.Module):
 
 
 class HVAE(BaseVAE):
-    def __init__(self, latent_dims=(100, 50), hidden_dims=((100, 100), (50, 50)), activation: str = "tanh",
-                 prior=None, **settings):
+    def __init__(
+        self,
+        latent_dims=(100, 50),
+        hidden_dims=((100, 100), (50, 50)),
+        activation: str = "tanh",
+        prior=None,
+        **settings,
+    ):
         prior = prior or NORMAL_PRIOR
         latent_dims = check_sizes("latent_dims", latent_dims, "[100,50]")
-        if not isinstance(hidden_dims, Sequence) or isinstance(hidden_dims, str) or len(hidden_dims) != len(latent_dims):
-            raise SettingError("hidden_dims", hidden_dims, f"must give one list of widths per stochastic layer "
-                               f"({len(latent_dims)} for latent_dims={latent_dims}), e.g. [[100,100],[50,50]]")
+        if (
+            not isinstance(hidden_dims, Sequence)
+            or isinstance(hidden_dims, str)
+            or len(hidden_dims) != len(latent_dims)
+        ):
+            raise SettingError(
+                "hidden_dims",
+                hidden_dims,
+                f"must give one list of widths per stochastic layer "
+                f"({len(latent_dims)} for latent_dims={latent_dims}), e.g. [[100,100],[50,50]]",
+            )
         hidden_dims = [check_sizes("hidden_dims", h, "[[100,100],[50,50]]") for h in hidden_dims]
         make_activation(activation)
         super().__init__(**settings)
         self.latent_dims, self.latent_dim = latent_dims, latent_dims[-1]
-        below = [math.prod(self.input_shape), *latent_dims[:-1]]  # what each stochastic layer is computed from
-        self.encoders = nn.ModuleList(GaussianLayer(i, h, d, activation) for i, h, d in zip(below, hidden_dims, latent_dims))
+        below = [
+            math.prod(self.input_shape),
+            *latent_dims[:-1],
+        ]  # what each stochastic layer is computed from
+        self.encoders = nn.ModuleList(
+            GaussianLayer(i, h, d, activation) for i, h, d in zip(below, hidden_dims, latent_dims)
+        )
         self.decoders = nn.ModuleList(  # p(z_l | z_l+1), i = 1..L-1
             GaussianLayer(latent_dims[i + 1], hidden_dims[i + 1][::-1], latent_dims[i], activation)
             for i in range(len(latent_dims) - 1)
         )
-        self.pixels = nn.Sequential(mlp([latent_dims[0], *hidden_dims[0][::-1]], activation),
-                                    nn.Linear(hidden_dims[0][0], below[0]))
-        self.prior = build(prior, "prior", Prior, "prior", latent_dim=self.latent_dim, input_shape=list(self.input_shape),
-                           data_range=self.hparams.data_range)
+        self.pixels = nn.Sequential(
+            mlp([latent_dims[0], *hidden_dims[0][::-1]], activation),
+            nn.Linear(hidden_dims[0][0], below[0]),
+        )
+        self.prior = build(
+            prior,
+            "prior",
+            Prior,
+            "prior",
+            latent_dim=self.latent_dim,
+            input_shape=list(self.input_shape),
+            data_range=self.hparams.data_range,
+        )
 
     def codes(self, x):
         h, codes = x.flatten(1), {}
@@ -98,7 +128,9 @@ class HVAE(BaseVAE):
         h = x.flatten(1)
         for i, encoder in enumerate(self.encoders):
             mu, logvar = encoder(h)
-            z, lq = gaussian_rsample(mu, logvar, n if i == 0 else None)  # later layers: one draw per z_1 draw
+            z, lq = gaussian_rsample(
+                mu, logvar, n if i == 0 else None
+            )  # later layers: one draw per z_1 draw
             zs.append(z.float())
             log_q, h = log_q + lq, z
         log_p = self.prior.log_prob(zs[-1], self.encode_gaussian)

@@ -1,5 +1,6 @@
-"""The numbers VAE papers report beyond the ELBO: importance-weighted log p(x) and active units. Both use only the
-model interface (``BaseVAE.log_weights`` and ``codes``), so any model of the family is measured the same way."""
+"""The numbers VAE papers report beyond the ELBO: importance-weighted log p(x) and active units.
+Both use only the model interface (``BaseVAE.log_weights`` and ``codes``), so any model of the
+family is measured the same way."""
 
 import math
 from collections.abc import Callable
@@ -26,14 +27,17 @@ def iw_log_mean_exp(log_weights: Callable[[int], torch.Tensor], k: int, chunk: i
 
 @torch.no_grad()
 def iw_log_likelihood(model, x: torch.Tensor, k: int, max_decodes: int = 10_000) -> torch.Tensor:
-    """Importance-weighted estimate of log p(x) per image with k samples (k=1: a one-sample ELBO), shape (B,):
-    log (1/k) sum_i p(x, z_i) / q(z_i | x) from ``model.log_weights``. At most ``max_decodes`` decoder passes
-    are batched at once, which bounds the memory."""
+    """Importance-weighted estimate of log p(x) per image with k samples (k=1: a one-sample ELBO),
+    shape (B,): log (1/k) sum_i p(x, z_i) / q(z_i | x) from ``model.log_weights``. At most
+    ``max_decodes`` decoder passes are batched at once, which bounds the memory."""
     chunk = max(1, max_decodes // len(x))
     return iw_log_mean_exp(lambda n: model.log_weights(x, n), k, chunk)
 
 
-def active_units(mu: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> tuple[int, torch.Tensor]:
-    """(number of active units, per-unit variance) from posterior means mu (N, D) over a data set."""
+def active_units(
+    mu: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD
+) -> tuple[int, torch.Tensor]:
+    """(number of active units, per-unit variance) from posterior means mu (N, D)
+    over a data set."""
     variance = mu.double().var(dim=0)
     return int((variance > threshold).sum()), variance.float()

@@ -1,9 +1,10 @@
-"""The VAE (Kingma & Welling, 2014) trained on the ELBO: one stochastic layer, whose network (``model/net``),
-prior (``model/prior``) and posterior (``model/posterior``) are components.
+"""The VAE (Kingma & Welling, 2014) trained on the ELBO: one stochastic layer, whose network
+(``model/net``), prior (``model/prior``) and posterior (``model/posterior``) are components.
 
-loss = recon + KL, with the KL analytic when the posterior is the Gaussian and the prior has a closed form
-(the standard normal), else the Monte Carlo estimate log q(z | x) - log p(z) on the same draw as recon. The
-gradient follows recon + beta_t * sum_d max(KL_d, free_bits) (free bits need the analytic KL per dim).
+loss = recon + KL, with the KL analytic when the posterior is the Gaussian and the prior has a
+closed form (the standard normal), else the Monte Carlo estimate log q(z | x) - log p(z) on the same
+draw as recon. The gradient follows recon + beta_t * sum_d max(KL_d, free_bits) (free bits need the
+analytic KL per dim).
 """
 
 import torch
@@ -21,21 +22,50 @@ GAUSSIAN_POSTERIOR = {"_target_": "vae_lightning.models.posteriors.GaussianPoste
 
 
 class VAE(BaseVAE):
-    def __init__(self, net=None, prior=None, posterior=None, latent_dim: int = 20, free_bits: float = 0.0, **settings):
+    def __init__(
+        self,
+        net=None,
+        prior=None,
+        posterior=None,
+        latent_dim: int = 20,
+        free_bits: float = 0.0,
+        **settings,
+    ):
         check_int("latent_dim", latent_dim, low=1, example=20)
-        check_float("free_bits", free_bits, low=0, example=0.5, note=" nats per latent dim (0 = off)")
-        net, prior, posterior = net or DEFAULT_NET, prior or NORMAL_PRIOR, posterior or GAUSSIAN_POSTERIOR
+        check_float(
+            "free_bits", free_bits, low=0, example=0.5, note=" nats per latent dim (0 = off)"
+        )
+        net, prior, posterior = (
+            net or DEFAULT_NET,
+            prior or NORMAL_PRIOR,
+            posterior or GAUSSIAN_POSTERIOR,
+        )
         super().__init__(**settings)
         self.latent_dim = latent_dim
         shape, data_range = list(self.input_shape), self.hparams.data_range
         self.net = build(net, "net", VAENet, "network", input_shape=shape, latent_dim=latent_dim)
-        self.prior = build(prior, "prior", Prior, "prior", latent_dim=latent_dim, input_shape=shape, data_range=data_range)
-        self.posterior = build(posterior, "posterior", Posterior, "posterior", latent_dim=latent_dim)
+        self.prior = build(
+            prior,
+            "prior",
+            Prior,
+            "prior",
+            latent_dim=latent_dim,
+            input_shape=shape,
+            data_range=data_range,
+        )
+        self.posterior = build(
+            posterior, "posterior", Posterior, "posterior", latent_dim=latent_dim
+        )
         zeros = torch.zeros(1, latent_dim)
         self.analytic_kl = self.posterior.gaussian and self.prior.kl_dims(zeros, zeros) is not None
         if free_bits > 0 and not self.analytic_kl:
-            raise SettingError("free_bits", free_bits, "needs the KL of each latent dim, which this prior and posterior "
-                               "have no closed form for: use free_bits=0, or model/prior=normal model/posterior=gaussian")
+            raise SettingError(
+                "free_bits",
+                free_bits,
+                "needs the KL of each latent dim, which this prior and posterior "
+                "have no closed form for: use free_bits=0, "
+                "or model/prior=normal model/posterior=gaussian",
+            )
 
     @property
     def objective_differs(self) -> bool:
@@ -66,7 +96,8 @@ class VAE(BaseVAE):
         return self.weight_terms(x, *self.net.posterior(x), n)
 
     def kl_terms(self, mu, logvar, z, log_q) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(KL batch mean, KL per dim batch means or None): analytic where there is one, else Monte Carlo."""
+        """(KL batch mean, KL per dim batch means or None): analytic where there is one,
+        else Monte Carlo."""
         if self.analytic_kl:
             kl_dims = self.prior.kl_dims(mu, logvar).mean(0)
             return kl_dims.sum(), kl_dims
@@ -79,9 +110,16 @@ class VAE(BaseVAE):
         recon = self.likelihood.nll(self.net.decode(z), x).mean()
         kl, kl_dims = self.kl_terms(mu, logvar, z, log_q)
         penalty = kl if kl_dims is None else kl_dims.clamp(min=self.hparams.free_bits).sum()
-        return {"loss": recon + kl, "recon": recon, "kl": kl, "objective": recon + beta * penalty, "kl_dims": kl_dims,
-                "codes": self.codes_from(mu, logvar)}
+        return {
+            "loss": recon + kl,
+            "recon": recon,
+            "kl": kl,
+            "objective": recon + beta * penalty,
+            "kl_dims": kl_dims,
+            "codes": self.codes_from(mu, logvar),
+        }
 
     def codes_from(self, mu, logvar) -> dict | None:
-        """The codes of a validation batch from its posterior (not computed while training: nobody reads them)."""
+        """The codes of a validation batch from its posterior
+        (not computed while training: nobody reads them)."""
         return None if self.training else {"z": self.posterior.mean(mu, logvar)}

@@ -1,13 +1,15 @@
-"""A training run's one build: every component from the composed config, each checking its own settings as it is
-built, before the run folder exists; the same objects are then trained.
+"""A training run's one build: every component from the composed config, each checking its own
+settings as it is built, before the run folder exists; the same objects are then trained.
 
-    build_run(cfg)   the run's checks and components: DataModule, model (network, prior, posterior, optimizer and
-                     scheduler factories), callbacks, loggers and the Trainer, and the checkpoint it starts from
-    BuildRun         the Hydra callback that calls it for a single run before Hydra makes the run folder (a
-                     sweep's jobs build in their own job, where a refused one is a failed row)
+    build_run(cfg)   the run's checks and components: DataModule, model (network, prior, posterior,
+                     optimizer and scheduler factories), callbacks, loggers and the Trainer, and the
+                     checkpoint it starts from
+    BuildRun         the Hydra callback that calls it for a single run before Hydra makes the run
+                     folder (a sweep's jobs build in their own job, where a refused one is a failed
+                     row)
 
-What a library refuses (torch's optimizer, Lightning's Trainer and callbacks) is named by the setting whose
-removal makes the library accept the rest: its message is shown, never parsed.
+What a library refuses (torch's optimizer, Lightning's Trainer and callbacks) is named by the
+setting whose removal makes the library accept the rest: its message is shown, never parsed.
 """
 
 import contextlib
@@ -25,12 +27,22 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from vae_lightning.errors import SettingError, UserError, exit_with, first_line, instantiate_component
+from vae_lightning.errors import (
+    SettingError,
+    UserError,
+    exit_with,
+    first_line,
+    instantiate_component,
+)
 from vae_lightning.runs.checkpoints import AtomicCheckpointIO
 from vae_lightning.runs.preflight import check_checkpoint, check_run_settings, checkpoint_to_resume
 
 LIBRARIES = ("lightning.", "pytorch_lightning.", "torch.", "torchmetrics.")
-REFUSALS = (ValueError, TypeError, MisconfigurationException)  # how torch and Lightning refuse a setting
+REFUSALS = (
+    ValueError,
+    TypeError,
+    MisconfigurationException,
+)  # how torch and Lightning refuse a setting
 
 
 @dataclass
@@ -41,18 +53,24 @@ class Run:
     model: L.LightningModule
     trainer: L.Trainer
     ckpt_path: str | None  # the checkpoint the fit starts from (resume=true or ckpt_path=...)
-    messages: list[logging.LogRecord]  # what Lightning said while the Trainer was built, said by say_held
+    messages: list[
+        logging.LogRecord
+    ]  # what Lightning said while the Trainer was built, said by say_held
 
 
 def task_config(cfg: DictConfig) -> dict:
-    """The run's composed config, resolved, without Hydra's own section: what checkpoints record as run_config."""
-    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-            for k, v in cfg.items() if k != "hydra"}
+    """The run's composed config, resolved, without Hydra's own section: what checkpoints record as
+    run_config."""
+    return {
+        k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+        for k, v in cfg.items()
+        if k != "hydra"
+    }
 
 
 def refused(where: str, config: DictConfig, error: BaseException, attempt) -> UserError:
-    """A library refused the settings under ``where``: the one whose removal lets ``attempt(config)`` succeed is
-    named with the library's message; else the section is."""
+    """A library refused the settings under ``where``: the one whose removal lets
+    ``attempt(config)`` succeed is named with the library's message; else the section is."""
     message = first_line(error)
     logs = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
     levels = [log.level for log in logs]
@@ -77,24 +95,31 @@ def refused(where: str, config: DictConfig, error: BaseException, attempt) -> Us
 
 def build_component(config: DictConfig, where: str, **kwargs):
     """``instantiate`` a callback, logger or the Trainer. A refusal by Lightning's own checks
-    (MisconfigurationException, also in a subclass) or a library class's ValueError/TypeError becomes a line
-    naming the setting; a class of the project or of its user brings its own checks (SettingError): anything
-    else it raises is a bug, shown with its traceback."""
+    (MisconfigurationException, also in a subclass) or a library class's ValueError/TypeError
+    becomes a line naming the setting; a class of the project or of its user brings its own checks
+    (SettingError): anything else it raises is a bug, shown with its traceback."""
     if not OmegaConf.is_dict(config) or "_target_" not in config:
-        raise UserError(f"{where} has no _target_ (a class to build): give {where}._target_=module.ClassName, or "
-                        f"drop it with ~{where}")
+        raise UserError(
+            f"{where} has no _target_ (a class to build): give {where}._target_=module.ClassName, "
+            f"or drop it with ~{where}"
+        )
     try:
         return instantiate_component(config, where, **kwargs)
     except InstantiationException as e:
         library = str(config.get("_target_", "")).startswith(LIBRARIES)
-        if isinstance(e.__cause__, MisconfigurationException) or (library and isinstance(e.__cause__, REFUSALS)):
-            raise refused(where, config, e.__cause__, lambda trial: instantiate(trial, **kwargs)) from None
+        if isinstance(e.__cause__, MisconfigurationException) or (
+            library and isinstance(e.__cause__, REFUSALS)
+        ):
+            raise refused(
+                where, config, e.__cause__, lambda trial: instantiate(trial, **kwargs)
+            ) from None
         raise
 
 
 def check_optimizer(cfg: DictConfig) -> None:
-    """torch checks the optimizer's and scheduler's settings when they are built on parameters: build them once on
-    a dummy one, so a refused value is one line now rather than a traceback when the fit starts."""
+    """torch checks the optimizer's and scheduler's settings when they are built on parameters:
+    build them once on a dummy one, so a refused value is one line now rather than a traceback when
+    the fit starts."""
     param = torch.nn.Parameter(torch.zeros(1))
 
     def optimizer(config):
@@ -104,27 +129,42 @@ def check_optimizer(cfg: DictConfig) -> None:
         built = optimizer(cfg.optimizer)
     except (*REFUSALS, InstantiationException) as e:
         raise refused("optimizer", cfg.optimizer, e.__cause__ or e, optimizer) from None
-    if any(group.get("eps", 1) == 0 for group in built.param_groups):  # torch takes it; the first step is NaN
-        raise SettingError("optimizer.eps", 0, "divides by zero wherever a gradient is 0 (the update is m / (sqrt(v) "
-                           "+ eps)): use a small positive value, e.g. optimizer.eps=1e-8", plain=True)
+    if any(
+        group.get("eps", 1) == 0 for group in built.param_groups
+    ):  # torch takes it; the first step is NaN
+        raise SettingError(
+            "optimizer.eps",
+            0,
+            "divides by zero wherever a gradient is 0 (the update is m / (sqrt(v) "
+            "+ eps)): use a small positive value, e.g. optimizer.eps=1e-8",
+            plain=True,
+        )
     if cfg.get("scheduler"):
         try:
             instantiate(cfg.scheduler)(built)
         except (*REFUSALS, InstantiationException) as e:
-            raise refused("scheduler", cfg.scheduler, e.__cause__ or e, lambda c: instantiate(c)(built)) from None
+            raise refused(
+                "scheduler", cfg.scheduler, e.__cause__ or e, lambda c: instantiate(c)(built)
+            ) from None
 
 
 def build_model(cfg: DictConfig, datamodule):
     """The LightningModule of ``model``: it takes its image shape and pixel range from the data."""
     scheduler = instantiate_component(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
-    return instantiate_component(cfg.model, "model", input_shape=datamodule.image_shape,
-                                 data_range=datamodule.data_range, scheduler=scheduler,
-                                 optimizer=instantiate_component(cfg.optimizer, "optimizer"))
+    return instantiate_component(
+        cfg.model,
+        "model",
+        input_shape=datamodule.image_shape,
+        data_range=datamodule.data_range,
+        scheduler=scheduler,
+        optimizer=instantiate_component(cfg.optimizer, "optimizer"),
+    )
 
 
 def check_monitor(where: str, callback, model) -> None:
-    """A callback that follows a metric (early stopping, checkpointing) must not follow a misspelt one: Lightning
-    would only notice at the end of the first epoch. A name close to one the model logs is refused."""
+    """A callback that follows a metric (early stopping, checkpointing) must not follow a misspelt
+    one: Lightning would only notice at the end of the first epoch. A name close to one the model
+    logs is refused."""
     monitor = getattr(callback, "monitor", None)
     terms = getattr(model, "logged_terms", None)
     if not isinstance(monitor, str) or terms is None:
@@ -132,17 +172,23 @@ def check_monitor(where: str, callback, model) -> None:
     known = [f"{stage}/{term}" for stage in ("train", "val") for term in terms(stage)]
     close = difflib.get_close_matches(monitor, known, n=1, cutoff=0.75)
     if monitor not in known and close:
-        raise SettingError(f"{where}.monitor", monitor, f"is not a metric the model logs (did you mean {close[0]}?): "
-                           f"it logs {', '.join(known)}")
+        raise SettingError(
+            f"{where}.monitor",
+            monitor,
+            f"is not a metric the model logs (did you mean {close[0]}?): "
+            f"it logs {', '.join(known)}",
+        )
 
 
 def build_trainer(cfg: DictConfig, model, resume_step: int | None = None) -> tuple[L.Trainer, list]:
     """The Trainer with the run's callbacks and loggers, and what Lightning said while building it.
 
-    ``resume_step``: TensorBoard hides what an interrupted run logged from this step on, so a resumed run's
-    curves continue without duplicates."""
+    ``resume_step``: TensorBoard hides what an interrupted run logged from this step on, so a
+    resumed run's curves continue without duplicates."""
     chosen = dict(cfg.get("callbacks") or {})
-    if not cfg.trainer.get("enable_progress_bar", True):  # trainer.enable_progress_bar=false: no bar
+    if not cfg.trainer.get(
+        "enable_progress_bar", True
+    ):  # trainer.enable_progress_bar=false: no bar
         chosen.pop("progress_bar", None)
     callbacks = []
     for name, c in chosen.items():
@@ -152,15 +198,28 @@ def build_trainer(cfg: DictConfig, model, resume_step: int | None = None) -> tup
     loggers = []
     for name, c in (cfg.get("logger") or {}).items():
         if c:
-            purge = {"purge_step": resume_step} if resume_step and "TensorBoard" in c._target_ else {}
+            purge = (
+                {"purge_step": resume_step} if resume_step and "TensorBoard" in c._target_ else {}
+            )
             loggers.append(build_component(c, f"logger.{name}", **purge))
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise SettingError("trainer.accelerator", accelerator,
-                           "but torch sees no GPU on this machine: use trainer.accelerator=cpu (or auto)", plain=True)
-    with held_messages() as messages:  # "GPU available..." is said when the run starts, not for a refused one
-        trainer = build_component(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False,
-                                  plugins=[AtomicCheckpointIO()])
+        raise SettingError(
+            "trainer.accelerator",
+            accelerator,
+            "but torch sees no GPU on this machine: use trainer.accelerator=cpu (or auto)",
+            plain=True,
+        )
+    with (
+        held_messages() as messages
+    ):  # "GPU available..." is said when the run starts, not for a refused one
+        trainer = build_component(
+            cfg.trainer,
+            "trainer",
+            callbacks=callbacks,
+            logger=loggers or False,
+            plugins=[AtomicCheckpointIO()],
+        )
     return trainer, messages
 
 
@@ -175,7 +234,8 @@ class _Hold(logging.Handler):
 
 @contextlib.contextmanager
 def held_messages(names=("lightning.pytorch", "lightning.fabric")):
-    """Inside, what Lightning's loggers say is held back (a list of records), to be said by ``say_held``."""
+    """Inside, what Lightning's loggers say is held back (a list of records), to be said by
+    ``say_held``."""
     hold, logs = _Hold(), [logging.getLogger(name) for name in names]
     saved = [(log.handlers, log.propagate) for log in logs]
     for log in logs:
@@ -188,15 +248,16 @@ def held_messages(names=("lightning.pytorch", "lightning.fabric")):
 
 
 def say_held(run: Run) -> None:
-    """Say what Lightning said while the run's Trainer was built (to the terminal and the run's log files)."""
+    """Say what Lightning said while the run's Trainer was built (to the terminal and the run's log
+    files)."""
     for record in run.messages:
         logging.getLogger(record.name).handle(record)
     run.messages = []
 
 
 def build_run(cfg: DictConfig) -> Run:
-    """Check the run's settings, read the checkpoint it starts from, build every component (seeded, so the
-    weights are the seed's); nothing is written, and no data is read yet."""
+    """Check the run's settings, read the checkpoint it starts from, build every component (seeded,
+    so the weights are the seed's); nothing is written, and no data is read yet."""
     check_run_settings(cfg)
     ckpt_path, ckpt = checkpoint_to_resume(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -206,7 +267,9 @@ def build_run(cfg: DictConfig) -> Run:
     check_optimizer(cfg)
     if ckpt_path:
         check_checkpoint(ckpt_path, ckpt, model, cfg)
-    trainer, messages = build_trainer(cfg, model, resume_step=int(ckpt["global_step"]) if cfg.get("resume") else None)
+    trainer, messages = build_trainer(
+        cfg, model, resume_step=int(ckpt["global_step"]) if cfg.get("resume") else None
+    )
     return Run(datamodule, model, trainer, ckpt_path, messages)
 
 
@@ -221,13 +284,16 @@ def take_built() -> Run | None:
 
 
 class BuildRun(Callback):
-    """Hydra callback: a single run is built before Hydra makes its folder, so a refused one leaves none."""
+    """Hydra callback: a single run is built before Hydra makes its folder, so a refused one leaves
+    none."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from vae_lightning import boundary
 
         global _built
-        with open_dict(config.hydra.runtime):  # what run_job sets next: ${paths.output_dir} resolves now
+        with open_dict(
+            config.hydra.runtime
+        ):  # what run_job sets next: ${paths.output_dir} resolves now
             config.hydra.runtime.output_dir = os.path.abspath(str(config.hydra.run.dir))
         from hydra.core.hydra_config import HydraConfig
 

@@ -1,11 +1,12 @@
-"""Checkpoints: written so that a kill cannot corrupt them, and read back (eval, sample, notebooks) as the
-source of truth for the model and the data it was trained on.
+"""Checkpoints: written so that a kill cannot corrupt them, and read back (eval, sample, notebooks)
+as the source of truth for the model and the data it was trained on.
 
-A checkpoint holds the model's class (``model_class``), its hyperparameters (plain values: the configs of its
-parts with their ``_target_``, latent size, likelihood, the data's image shape and pixel range) and the run's
-composed config (``run_config``), so ``load_model`` rebuilds any model of the family (your own included) and
-``build_datamodule`` its data without any config file. Checkpoints written before the model family (class
-``VAEModule``, ELBO or IWAE by a flag) load as the VAE or IWAE they were.
+A checkpoint holds the model's class (``model_class``), its hyperparameters (plain values: the
+configs of its parts with their ``_target_``, latent size, likelihood, the data's image shape and
+pixel range) and the run's composed config (``run_config``), so ``load_model`` rebuilds any model of
+the family (your own included) and ``build_datamodule`` its data without any config file.
+Checkpoints written before the model family (class ``VAEModule``, ELBO or IWAE by a flag) load as
+the VAE or IWAE they were.
 """
 
 import copy
@@ -28,13 +29,14 @@ EXAMPLE = "e.g. ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt"
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint whose saved paths follow the run folder: in a moved or copied run, the best
-    and last checkpoints it recorded are found in their new place, so ``resume=true`` continues the run in
-    place (Lightning's own would forget them and start ``last-v1.ckpt``)."""
+    """Lightning's ModelCheckpoint whose saved paths follow the run folder: in a moved or copied
+    run, the best and last checkpoints it recorded are found in their new place, so ``resume=true``
+    continues the run in place (Lightning's own would forget them and start ``last-v1.ckpt``)."""
 
     def load_state_dict(self, state_dict: dict) -> None:
         saved = state_dict.get("dirpath")
         if saved and self.dirpath and os.path.normpath(saved) != os.path.normpath(self.dirpath):
+
             def moved(path):
                 if not path or not Path(path).is_relative_to(saved):
                     return path
@@ -43,8 +45,13 @@ class RunCheckpoint(ModelCheckpoint):
             state_dict = {
                 **state_dict,
                 "dirpath": self.dirpath,
-                **{k: moved(state_dict.get(k)) for k in ("best_model_path", "kth_best_model_path", "last_model_path")},
-                "best_k_models": {moved(k): v for k, v in state_dict.get("best_k_models", {}).items()},
+                **{
+                    k: moved(state_dict.get(k))
+                    for k in ("best_model_path", "kth_best_model_path", "last_model_path")
+                },
+                "best_k_models": {
+                    moved(k): v for k, v in state_dict.get("best_k_models", {}).items()
+                },
             }
         super().load_state_dict(state_dict)
 
@@ -76,11 +83,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 TRAINING_KEYS = ("state_dict", "global_step")
 
 
-def readable_checkpoint(path: Path, map_location="cpu", needs=TRAINING_KEYS) -> tuple[dict | None, str]:
-    """(the checkpoint's dict, "") if it loads (weights only) and holds ``needs``, else (None, why not): the one
-    place checkpoint files are read (memory-mapped on the CPU)."""
+def readable_checkpoint(
+    path: Path, map_location="cpu", needs=TRAINING_KEYS
+) -> tuple[dict | None, str]:
+    """(the checkpoint's dict, "") if it loads (weights only) and holds ``needs``, else (None, why
+    not): the one place checkpoint files are read (memory-mapped on the CPU)."""
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=str(map_location) == "cpu")
+        ckpt = torch.load(
+            path, map_location=map_location, weights_only=True, mmap=str(map_location) == "cpu"
+        )
     except Exception as e:  # not a torch file, truncated, pickled foreign objects...
         return None, f"is not a readable checkpoint ({first_line(e)[:120]})"
     missing = [k for k in needs if not isinstance(ckpt, dict) or k not in ckpt]
@@ -90,12 +101,17 @@ def readable_checkpoint(path: Path, map_location="cpu", needs=TRAINING_KEYS) -> 
 
 
 def read_checkpoint(path: Path, map_location) -> dict:
-    """The checkpoint dict; UserError when the file is missing or was not written by vae_lightning.train."""
+    """The checkpoint dict; UserError when the file is missing or was not written by
+    vae_lightning.train."""
     if not path.exists():
-        raise UserError(f"ckpt_path={path} does not exist: pass a checkpoint written by training, {EXAMPLE}")
+        raise UserError(
+            f"ckpt_path={path} does not exist: pass a checkpoint written by training, {EXAMPLE}"
+        )
     if path.is_dir():
         raise UserError(f"ckpt_path={path} is a folder: pass a .ckpt file inside it, {EXAMPLE}")
-    ckpt, why = readable_checkpoint(path, map_location, needs=("state_dict", "hyper_parameters", "run_config"))
+    ckpt, why = readable_checkpoint(
+        path, map_location, needs=("state_dict", "hyper_parameters", "run_config")
+    )
     if ckpt is None:
         fix = "pass one written by python -m vae_lightning.train" if "vae_lightning" in why else ""
         raise UserError(f"ckpt_path={path} {why}: {fix + ', ' if fix else ''}{EXAMPLE}")
@@ -103,7 +119,8 @@ def read_checkpoint(path: Path, map_location) -> dict:
 
 
 def apply_overrides(run_config: dict, overrides: dict, path: Path) -> dict:
-    """The run config with ``data.*`` overrides applied; ``model.*`` (and anything else) is refused."""
+    """The run config with ``data.*`` overrides applied; ``model.*`` (and anything else) is
+    refused."""
     config = copy.deepcopy(run_config)
     for key, value in overrides.items():
         section, _, name = key.partition(".")
@@ -112,46 +129,54 @@ def apply_overrides(run_config: dict, overrides: dict, path: Path) -> dict:
             for part in name.split("."):
                 saved = saved.get(part) if isinstance(saved, dict) else None
             raise UserError(
-                f"{key}={value} conflicts with ckpt_path={path}, which fixes the model ({key}={saved}): "
-                "drop the override, or train a new model with it"
+                f"{key}={value} conflicts with ckpt_path={path}, which fixes the model "
+                f"({key}={saved}): drop the override, or train a new model with it"
             )
         if section != "data" or not name:
-            raise UserError(f"{key}={value} cannot be overridden for a checkpoint: only data.* settings can")
+            raise UserError(
+                f"{key}={value} cannot be overridden for a checkpoint: only data.* settings can"
+            )
         config["data"][name] = value
     return config
 
 
 def build_datamodule(run_config: dict, module: BaseVAE | None = None):
-    """The run's DataModule from its (resolved) data config; with ``module``, refuse data whose image
-    shape or pixel range differs from what the model was trained on."""
+    """The run's DataModule from its (resolved) data config; with ``module``, refuse data whose
+    image shape or pixel range differs from what the model was trained on."""
     datamodule = instantiate_component(run_config["data"], "data")
     if module is not None:
         trained_shape, shape = list(module.hparams.input_shape), list(datamodule.image_shape)
         if shape != trained_shape:
             raise UserError(
-                f"the data has images of shape {shape} but the checkpoint's model was trained on {trained_shape}: "
-                "drop the data.* overrides that change the dataset"
+                f"the data has images of shape {shape} but the checkpoint's model was trained on "
+                f"{trained_shape}: drop the data.* overrides that change the dataset"
             )
         trained, now = module.hparams.data_range, datamodule.data_range
-        if not all(math.isclose(a, b, abs_tol=1e-6) for t, n in zip(trained, now) for a, b in zip(t, n)):
+        if not all(
+            math.isclose(a, b, abs_tol=1e-6) for t, n in zip(trained, now) for a, b in zip(t, n)
+        ):
             mean, std = run_config["data"].get("mean"), run_config["data"].get("std")
             raise UserError(
-                f"data.mean={mean} data.std={std} put pixels in {range_text(*now)} but the checkpoint's model was "
-                f"trained on {range_text(*trained)}: drop the data.mean/data.std overrides"
+                f"data.mean={mean} data.std={std} put pixels in {range_text(*now)} but the "
+                f"checkpoint's model was trained on {range_text(*trained)}: drop the "
+                "data.mean/data.std overrides"
             )
     return datamodule
 
 
 def legacy_model(hparams: dict) -> BaseVAE:
-    """The VAE or IWAE that a ``VAEModule`` checkpoint (objective=elbo|iwae, iw_k) of before the model family was."""
+    """The VAE or IWAE that a ``VAEModule`` checkpoint (objective=elbo|iwae, iw_k) of before the
+    model family was."""
     hparams = dict(hparams)
     objective, k = hparams.pop("objective", "elbo"), hparams.pop("iw_k", 1)
     return IWAE(k=k, **hparams) if objective == "iwae" else VAE(**hparams)
 
 
-def load_model(ckpt_path, map_location="cpu", overrides: dict | None = None) -> tuple[BaseVAE, dict]:
-    """(model in eval mode, run config) from a checkpoint written by ``vae_lightning.train``: the class it was
-    trained with, through Lightning's ``load_from_checkpoint`` (``weights_only=True``).
+def load_model(
+    ckpt_path, map_location="cpu", overrides: dict | None = None
+) -> tuple[BaseVAE, dict]:
+    """(model in eval mode, run config) from a checkpoint written by ``vae_lightning.train``: the
+    class it was trained with, through Lightning's ``load_from_checkpoint`` (``weights_only=True``).
 
     ``overrides`` maps dotted keys to values, e.g. {"data.root": "/data"}: data settings may change
     (where the files are, batch size, binarization, even the dataset), the model may not.
@@ -161,7 +186,9 @@ def load_model(ckpt_path, map_location="cpu", overrides: dict | None = None) -> 
     try:
         cls = recorded_class(ckpt)
     except UserError as e:
-        raise UserError(f"ckpt_path={path} was trained with a model class that cannot be loaded here ({e})") from None
+        raise UserError(
+            f"ckpt_path={path} was trained with a model class that cannot be loaded here ({e})"
+        ) from None
     try:
         if cls is None:
             model = legacy_model(ckpt["hyper_parameters"])
@@ -170,20 +197,26 @@ def load_model(ckpt_path, map_location="cpu", overrides: dict | None = None) -> 
         else:
             model = cls.load_from_checkpoint(path, map_location=map_location, weights_only=True)
     except UserError as e:
-        raise UserError(f"ckpt_path={path} cannot rebuild its model ({e}): retrain or re-save it") from None
+        raise UserError(
+            f"ckpt_path={path} cannot rebuild its model ({e}): retrain or re-save it"
+        ) from None
     except RuntimeError as e:  # load_state_dict: the weights do not fit the rebuilt model
         raise UserError(
-            f"ckpt_path={path} does not match its own hyperparameters ({first_line(e)}): retrain or re-save it"
+            f"ckpt_path={path} does not match its own hyperparameters ({first_line(e)}): retrain "
+            "or re-save it"
         ) from None
     config = apply_overrides(model.run_config or {}, overrides or {}, path)
     model.run_config = config
     if overrides:
-        build_datamodule(config, model)  # refuse data the model cannot take before anything is computed
+        build_datamodule(
+            config, model
+        )  # refuse data the model cannot take before anything is computed
     return model.to(map_location).eval(), config
 
 
 def requested_overrides(cfg: DictConfig) -> dict:
-    """{"data.root": ...} for every data.* (or model.*, refused later) value the user set (null = the checkpoint's)."""
+    """{"data.root": ...} for every data.* (or model.*, refused later) value the user set
+    (null = the checkpoint's)."""
     return {
         f"{section}.{k}": v
         for section in ("data", "model")
@@ -200,11 +233,16 @@ def pick_device(name: str) -> torch.device:
     try:
         device = torch.device(str(name))
     except RuntimeError:
-        raise UserError(f"device={name} is not a device: use device=auto, cpu, cuda or cuda:N") from None
+        raise UserError(
+            f"device={name} is not a device: use device=auto, cpu, cuda or cuda:N"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device={name} but no GPU is visible: use device=cpu (or auto)")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise UserError(f"device={name} but this machine has {torch.cuda.device_count()} GPU(s): use cuda:0 ... or auto")
+        raise UserError(
+            f"device={name} but this machine has {torch.cuda.device_count()} GPU(s): "
+            "use cuda:0 ... or auto"
+        )
     return device
 
 

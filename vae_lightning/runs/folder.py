@@ -1,5 +1,5 @@
-"""A Hydra callback that checks the run (or sweep) folder before Hydra writes anything into it, and holds the
-run folder's lock while the run lasts."""
+"""A Hydra callback that checks the run (or sweep) folder before Hydra writes anything into it, and
+holds the run folder's lock while the run lasts."""
 
 import atexit
 import os
@@ -31,7 +31,8 @@ def unwritable(folder: Path, key: str, error: OSError) -> UserError:
 
 
 def check_folder(folder: Path, key: str, resume: bool = False, sweep: bool = False) -> None:
-    """``folder`` must be writable and must not hold an earlier run (a sweep: in its job folders) unless resuming."""
+    """``folder`` must be writable and must not hold an earlier run (a sweep: in its job folders)
+    unless resuming."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -60,9 +61,11 @@ def _alive(pid: int) -> bool:
 
 
 def lock(folder: Path, key: str) -> Path:
-    """Take ``<folder>/.lock`` (created atomically, holding pid, host and time) for this process until it exits.
+    """Take ``<folder>/.lock`` (created atomically, holding pid, host and time) for this process
+    until it exits.
 
-    A lock whose process is gone (killed) is stale and taken over; one held by a live process is refused."""
+    A lock whose process is gone (killed) is stale and taken over; one held by a live process is
+    refused."""
     path = folder / LOCK
     me = f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%d %H:%M:%S')}"
     for _ in range(2):
@@ -73,10 +76,15 @@ def lock(folder: Path, key: str) -> Path:
             pid = int(pid) if pid.isdigit() else 0
             if host != socket.gethostname() or (pid and _alive(pid)):
                 what = f"{key}={folder}" if " " not in key else f"{key} {folder}"
-                instead = f"choose another {key}=..." if " " not in key else "choose another hydra.sweep.dir=..."
+                instead = (
+                    f"choose another {key}=..."
+                    if " " not in key
+                    else "choose another hydra.sweep.dir=..."
+                )
                 raise UserError(
-                    f"{what} is in use by process {pid} on {host} (since {' '.join(since[:2])}): wait for it "
-                    f"to end, or {instead} (a lock left by a crash on another machine: delete {path})"
+                    f"{what} is in use by process {pid} on {host} (since {' '.join(since[:2])}): "
+                    f"wait for it to end, or {instead} (a lock left by a crash on another machine: "
+                    f"delete {path})"
                 ) from None
             path.unlink(missing_ok=True)  # its process is gone
             continue
@@ -84,23 +92,34 @@ def lock(folder: Path, key: str) -> Path:
             raise unwritable(folder, key, e) from None
         with os.fdopen(fd, "w") as f:
             f.write(me + "\n")
-        atexit.register(lambda: path.unlink(missing_ok=True) if path.is_file() and path.read_text().startswith(me) else None)
+        atexit.register(
+            lambda: (
+                path.unlink(missing_ok=True)
+                if path.is_file() and path.read_text().startswith(me)
+                else None
+            )
+        )
         return path
-    raise UserError(f"{key}={folder}: cannot take its lock {path}: delete it if no run is using the folder")
+    raise UserError(
+        f"{key}={folder}: cannot take its lock {path}: delete it if no run is using the folder"
+    )
 
 
 def remove_stale_temporaries(folder: Path) -> None:
-    """Half-written checkpoint files (``.<name>.ckpt.<pid>.tmp``) left by a killed run: nobody writes them now."""
+    """Half-written checkpoint files (``.<name>.ckpt.<pid>.tmp``) left by a killed run: nobody
+    writes them now."""
     for tmp in (folder / "checkpoints").glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
 
 
 class RunFolderGuard(Callback):
-    """Refuse an unwritable folder, one holding an earlier run, or one in use by another process, with one line
-    and exit 2; then hold the folder's lock while this run lasts."""
+    """Refuse an unwritable folder, one holding an earlier run, or one in use by another process,
+    with one line and exit 2; then hold the folder's lock while this run lasts."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        if rank_zero_only.rank != 0:  # another task of the same srun step (trainer=slurm): rank zero guards the folder
+        if (
+            rank_zero_only.rank != 0
+        ):  # another task of the same srun step (trainer=slurm): rank zero guards the folder
             return
         folder = Path(str(config.hydra.run.dir))
         held = None

@@ -1,6 +1,6 @@
-"""What a run shows, and leaves in its folder besides checkpoints and metrics: the composed config as a tree at the
-start (also ``<run>/config_tree.log``), a short summary at the end, and Lightning's console messages in
-``<run>/train.log`` beside ours."""
+"""What a run shows, and leaves in its folder besides checkpoints and metrics: the composed config
+as a tree at the start (also ``<run>/config_tree.log``), a short summary at the end, and Lightning's
+console messages in ``<run>/train.log`` beside ours."""
 
 import io
 import logging
@@ -21,13 +21,20 @@ def config_tree(cfg: DictConfig) -> Tree:
     keys = [k for k in ORDER if k in cfg] + [k for k in cfg if k not in ORDER and k != "hydra"]
     for key in keys:
         value = cfg[key]
-        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else f"{value}\n"
-        tree.add(str(key), guide_style="dim").add(Syntax(text.rstrip(), "yaml", theme="ansi_dark", background_color="default"))
+        text = (
+            OmegaConf.to_yaml(value, resolve=True)
+            if isinstance(value, DictConfig)
+            else f"{value}\n"
+        )
+        tree.add(str(key), guide_style="dim").add(
+            Syntax(text.rstrip(), "yaml", theme="ansi_dark", background_color="default")
+        )
     return tree
 
 
 def show_config(cfg: DictConfig, run_dir: str | Path) -> None:
-    """Print the config tree and the run folder; write the tree, without colours, to ``<run>/config_tree.log``."""
+    """Print the config tree and the run folder; write the tree, without colours, to
+    ``<run>/config_tree.log``."""
     tree = config_tree(cfg)
     Console().print(tree)
     buffer = io.StringIO()
@@ -37,7 +44,8 @@ def show_config(cfg: DictConfig, run_dir: str | Path) -> None:
 
 
 def log_lightning_to_files() -> None:
-    """Lightning's own messages (its loggers do not propagate to the root) also go to the run's log files."""
+    """Lightning's own messages (its loggers do not propagate to the root) also go to the run's log
+    files."""
     files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
     for name in ("lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
@@ -46,14 +54,25 @@ def log_lightning_to_files() -> None:
                 logger.addHandler(handler)
 
 
-def show_summary(run_dir: str | Path, metrics: dict, best: str, epochs: int, wall_time_s: float) -> None:
-    """The end of a run in a few lines: where it is, its best checkpoint, its test numbers, and how to look at it."""
+def show_summary(
+    run_dir: str | Path, metrics: dict, best: str, epochs: int, wall_time_s: float
+) -> None:
+    """The end of a run in a few lines: where it is, its best checkpoint, its test numbers, and how
+    to look at it."""
     rows = [("run folder", str(run_dir)), ("epochs", str(epochs))]
     if best:
-        rows.append(("best checkpoint", f"{Path(best).name}  (val/loss {metrics.get('best/val_loss', float('nan')):.2f})"))
+        rows.append(
+            (
+                "best checkpoint",
+                f"{Path(best).name}  (val/loss {metrics.get('best/val_loss', float('nan')):.2f})",
+            )
+        )
     tests = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("test/")}
     if tests:
         rows.append(("test, nats/image", "  ".join(f"{k} {v:.2f}" for k, v in tests.items())))
-    rows += [("wall time", f"{wall_time_s:.1f} s"), ("look at it", f"tensorboard --logdir {run_dir}")]
+    rows += [
+        ("wall time", f"{wall_time_s:.1f} s"),
+        ("look at it", f"tensorboard --logdir {run_dir}"),
+    ]
     width = max(len(name) for name, _ in rows)
     log.info("summary\n%s", "\n".join(f"  {name:<{width}}  {value}" for name, value in rows))

@@ -1,4 +1,5 @@
-"""Encoder/decoder networks. Each is one class implementing ``VAENet`` (base.py), chosen by ``model.net._target_``."""
+"""Encoder/decoder networks. Each is one class implementing ``VAENet`` (base.py), chosen by
+``model.net._target_``."""
 
 from vae_lightning.models.networks.base import VAENet
 from vae_lightning.models.networks.conv import ConvNet

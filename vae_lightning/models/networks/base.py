@@ -1,20 +1,25 @@
-"""The network interface: what a VAE network takes and returns, and all the rest of the template relies on.
+"""The network interface: what a VAE network takes and returns, and all the rest of the template
+relies on.
 
-A network is a component: ``conf/model/net/<name>.yaml`` names its class with ``_target_`` and lists its
-own settings; the model (``models/vae.py``) builds it as ``Net(input_shape=..., latent_dim=..., **settings)``, where
-``input_shape`` comes from the data and ``latent_dim`` from ``model.latent_dim``.
+A network is a component: ``conf/model/net/<name>.yaml`` names its class with ``_target_`` and lists
+its own settings; the model (``models/vae.py``) builds it as
+``Net(input_shape=..., latent_dim=..., **settings)``, where ``input_shape`` comes from the data and
+``latent_dim`` from ``model.latent_dim``.
 
     encode(x)  x: (B, C, H, W) normalized images  ->  (mu, logvar), each (B, latent_dim):
                the mean and log-variance of the Gaussian posterior q(z | x)
     decode(z)  z: (B, latent_dim)  ->  logits, (B, C, H, W): the decoder output BEFORE the output
                activation, which belongs to the likelihood (``model.loss``): sigmoid for bce/cb, a
-               sigmoid scaled to the data range for mse. So a network never needs to know the pixel range.
+               sigmoid scaled to the data range for mse.
+               So a network never needs to know the pixel range.
 
-Only the model calls a network. Callbacks, eval, sample and notebooks use the model's methods (``models/base.py``:
-``encode``, ``decode``, ``reconstruct``, ``log_weights``, ``losses``), never the network's layers. The posterior
-component (``model/posterior``) draws z from the network's (mu, logvar).
-A network checks its own settings in its constructor and raises ``SettingError(name, value, problem)``;
-the error then reads ``model.net.<name>=<value> <problem>`` on the command line.
+Only the model calls a network. Callbacks, eval, sample and notebooks use the model's methods
+(``models/base.py``: ``encode``, ``decode``, ``reconstruct``, ``log_weights``, ``losses``), never
+the network's layers. The posterior component (``model/posterior``) draws z from the network's
+(mu, logvar).
+A network checks its own settings in its constructor and raises
+``SettingError(name, value, problem)``; the error then reads ``model.net.<name>=<value> <problem>``
+on the command line.
 """
 
 from abc import ABC, abstractmethod
@@ -32,7 +37,8 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU,
 
 
 def make_activation(name: str) -> nn.Module:
-    """A fresh hidden-layer activation by name (the ``activation`` setting of the built-in networks)."""
+    """A fresh hidden-layer activation by name (the ``activation`` setting
+    of the built-in networks)."""
     if name not in ACTIVATIONS:
         raise SettingError("activation", name, f"is not one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
@@ -41,16 +47,18 @@ def make_activation(name: str) -> nn.Module:
 class VAENet(nn.Module, ABC):
     """Base class of the networks: stores and checks the two arguments every network gets.
 
-    Subclasses implement ``encode`` and ``decode`` (see the module docstring for shapes). ``forward``
-    is the whole training pass, x -> (logits, mu, logvar) with z = mu + sigma * eps, so that
-    ``model.compile=true`` compiles all of it.
+    Subclasses implement ``encode`` and ``decode`` (see the module docstring for shapes).
+    ``forward`` is the whole training pass, x -> (logits, mu, logvar) with z = mu + sigma * eps, so
+    that ``model.compile=true`` compiles all of it.
     """
 
     def __init__(self, input_shape: Sequence[int], latent_dim: int) -> None:
         super().__init__()
         shape = tuple(input_shape)
         if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
-            raise SettingError("input_shape", list(shape), "must be (channels, height, width), e.g. [1, 28, 28]")
+            raise SettingError(
+                "input_shape", list(shape), "must be (channels, height, width), e.g. [1, 28, 28]"
+            )
         self.input_shape: tuple[int, int, int] = shape  # (C, H, W)
         self.latent_dim: int = check_int("latent_dim", latent_dim, low=1, example=20)
 
@@ -79,6 +87,10 @@ class VAENet(nn.Module, ABC):
 def check_sizes(name: str, sizes, example: str) -> list[int]:
     """A non-empty list of positive integers (layer widths, channel counts)."""
     values = list(sizes) if isinstance(sizes, Sequence) and not isinstance(sizes, str) else None
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-        raise SettingError(name, sizes, f"must be a non-empty list of positive integers, e.g. {example}")
+    if not values or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values
+    ):
+        raise SettingError(
+            name, sizes, f"must be a non-empty list of positive integers, e.g. {example}"
+        )
     return values

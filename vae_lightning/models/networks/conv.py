@@ -1,9 +1,11 @@
-"""A small convolutional VAE network for 28x28 (MNIST-like) and 32x32 (CIFAR-like) images, any channel count.
+"""A small convolutional VAE network for 28x28 (MNIST-like) and 32x32 (CIFAR-like) images, any
+channel count.
 
-Encoder: one 4x4 stride-2 convolution per entry of ``channels`` (each halves height and width), then a
-dense layer of ``hidden_dim`` units and the Gaussian heads. Decoder: the mirror image, with transposed
-convolutions. With the defaults (channels 32, 64; hidden 256; latent 20) a 28x28x1 image goes
-28 -> 14 -> 7 (64 x 7 x 7 features) -> 256 -> z, about 1.7M parameters; on 32x32x3 images 32 -> 16 -> 8.
+Encoder: one 4x4 stride-2 convolution per entry of ``channels`` (each halves height and width), then
+a dense layer of ``hidden_dim`` units and the Gaussian heads. Decoder: the mirror image, with
+transposed convolutions. With the defaults (channels 32, 64; hidden 256; latent 20) a 28x28x1 image
+goes 28 -> 14 -> 7 (64 x 7 x 7 features) -> 256 -> z, about 1.7M parameters; on 32x32x3 images
+32 -> 16 -> 8.
 """
 
 import math
@@ -33,7 +35,9 @@ class ConvNet(VAENet):
         factor = 2 ** len(channels)
         if h % factor or w % factor:
             raise SettingError(
-                "channels", channels, f"halves the {h}x{w} images {len(channels)} times, but {h}x{w} does not divide "
+                "channels",
+                channels,
+                f"halves the {h}x{w} images {len(channels)} times, but {h}x{w} does not divide "
                 f"by {factor}: use fewer layers (e.g. [32,64] for 28x28) or resize the images",
             )
         self.feature_shape = (channels[-1], h // factor, w // factor)
@@ -42,13 +46,18 @@ class ConvNet(VAENet):
         down: list[nn.Module] = []
         for c_in, c_out in zip([c, *channels[:-1]], channels):
             down += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), make_activation(activation)]
-        self.encoder = nn.Sequential(*down, nn.Flatten(), nn.Linear(features, hidden_dim), make_activation(activation))
+        self.encoder = nn.Sequential(
+            *down, nn.Flatten(), nn.Linear(features, hidden_dim), make_activation(activation)
+        )
         self.fc_mu = nn.Linear(hidden_dim, latent_dim)
         self.fc_logvar = nn.Linear(hidden_dim, latent_dim)
 
         up: list[nn.Module] = [
-            nn.Linear(latent_dim, hidden_dim), make_activation(activation),
-            nn.Linear(hidden_dim, features), make_activation(activation), nn.Unflatten(1, self.feature_shape),
+            nn.Linear(latent_dim, hidden_dim),
+            make_activation(activation),
+            nn.Linear(hidden_dim, features),
+            make_activation(activation),
+            nn.Unflatten(1, self.feature_shape),
         ]
         widths = list(reversed(channels))
         for i, (c_in, c_out) in enumerate(zip(widths, [*widths[1:], c])):

@@ -1,4 +1,5 @@
-"""The tutorial's network: an MLP encoder 784 -> 512 -> 256 with Gaussian heads, and its mirror as decoder."""
+"""The tutorial's network: an MLP encoder 784 -> 512 -> 256 with Gaussian heads,
+and its mirror as decoder."""
 
 import math
 from collections.abc import Sequence
@@ -20,10 +21,12 @@ def mlp(sizes: Sequence[int], act: str) -> nn.Sequential:
 
 
 class MLPNet(VAENet):
-    """Fully connected: flattened pixels -> hidden_dims -> (fc_mu, fc_logvar); z -> reversed hidden_dims -> pixels.
+    """Fully connected: flattened pixels -> hidden_dims -> (fc_mu, fc_logvar);
+    z -> reversed hidden_dims -> pixels.
 
-    Defaults are the tutorial's (hidden 512, 256, ReLU): 1.08M parameters for 28x28 images and latent 20.
-    Works for any image shape (it flattens); ``activation=tanh`` is the IWAE paper's choice.
+    Defaults are the tutorial's (hidden 512, 256, ReLU): 1.08M parameters for 28x28 images and
+    latent 20. Works for any image shape (it flattens); ``activation=tanh`` is the IWAE paper's
+    choice.
     """
 
     def __init__(
@@ -36,7 +39,9 @@ class MLPNet(VAENet):
         super().__init__(input_shape, latent_dim)
         hidden = check_sizes("hidden_dims", hidden_dims, "[512,256]")
         pixels = math.prod(self.input_shape)
-        self.encoder = nn.Sequential(mlp([pixels, *hidden], activation), make_activation(activation))
+        self.encoder = nn.Sequential(
+            mlp([pixels, *hidden], activation), make_activation(activation)
+        )
         self.fc_mu = nn.Linear(hidden[-1], latent_dim)
         self.fc_logvar = nn.Linear(hidden[-1], latent_dim)
         self.decoder = mlp([latent_dim, *reversed(hidden), pixels], activation)

@@ -1,4 +1,5 @@
-"""Posteriors q(z | x): one file each behind ``Posterior`` (base.py), chosen with ``model/posterior=<name>``."""
+"""Posteriors q(z | x): one file each behind ``Posterior`` (base.py), chosen with
+``model/posterior=<name>``."""
 
 from vae_lightning.models.posteriors.base import Posterior
 from vae_lightning.models.posteriors.gaussian import GaussianPosterior

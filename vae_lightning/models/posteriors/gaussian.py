@@ -6,9 +6,14 @@ from torch.distributions import Normal
 from vae_lightning.models.posteriors.base import Posterior
 
 
-def gaussian_rsample(mu: torch.Tensor, logvar: torch.Tensor, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One draw per image in the network's precision (n=None), or n draws in fp32, with log q(z | x)."""
-    q = Normal(mu.float(), (0.5 * logvar.float()).exp(), validate_args=False)  # NaN is the divergence guard's
+def gaussian_rsample(
+    mu: torch.Tensor, logvar: torch.Tensor, n: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One draw per image in the network's precision (n=None), or n draws in fp32,
+    with log q(z | x)."""
+    q = Normal(
+        mu.float(), (0.5 * logvar.float()).exp(), validate_args=False
+    )  # NaN is the divergence guard's
     if n is None:
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         return z, q.log_prob(z.float()).sum(-1)

@@ -1,9 +1,10 @@
 """Inverse autoregressive flow on top of the Gaussian posterior (Kingma et al., 2016).
 
-z_0 = mu + sigma * eps, then ``steps`` times: [m, s] = MADE(z, h), sigma_t = sigmoid(s), z = sigma_t * z + (1 -
-sigma_t) * m, with the order of z reversed between steps. log q(z | x) = log N(z_0; mu, sigma) - sum_t sum_d log
-sigma_t. The context h is computed from the posterior's (mu, logvar), so the flow depends on x. The gates start
-near the identity (s is offset by +``gate_bias``, the paper's "forget gate bias"); ``steps=0`` is the Gaussian.
+z_0 = mu + sigma * eps, then ``steps`` times: [m, s] = MADE(z, h), sigma_t = sigmoid(s),
+z = sigma_t * z + (1 - sigma_t) * m, with the order of z reversed between steps.
+log q(z | x) = log N(z_0; mu, sigma) - sum_t sum_d log sigma_t. The context h is computed from the
+posterior's (mu, logvar), so the flow depends on x. The gates start near the identity (s is offset
+by +``gate_bias``, the paper's "forget gate bias"); ``steps=0`` is the Gaussian.
 """
 
 import torch
@@ -25,7 +26,8 @@ class MaskedLinear(nn.Linear):
 
 
 class MADEStep(nn.Module):
-    """One autoregressive step: output d depends on z_<d (and the context) only (Germain et al., 2015)."""
+    """One autoregressive step: output d depends on z_<d (and the context) only
+    (Germain et al., 2015)."""
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
@@ -41,7 +43,9 @@ class MADEStep(nn.Module):
 
 
 class IAFPosterior(Posterior):
-    def __init__(self, latent_dim: int, steps: int = 2, hidden_dim: int = 128, gate_bias: float = 1.0):
+    def __init__(
+        self, latent_dim: int, steps: int = 2, hidden_dim: int = 128, gate_bias: float = 1.0
+    ):
         super().__init__(latent_dim)
         check_int("steps", steps, low=0, example=2, note=" (0 = the Gaussian posterior)")
         check_int("hidden_dim", hidden_dim, low=1, example=128)
@@ -49,7 +53,9 @@ class IAFPosterior(Posterior):
         self.embed = nn.Linear(2 * latent_dim, hidden_dim)
         self.flow = nn.ModuleList(MADEStep(latent_dim, hidden_dim) for _ in range(steps))
 
-    def transform(self, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(
+        self, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(z_T, sum_t sum_d log sigma_t) for z_0 of shape (..., B, D)."""
         z, log_det = z.float(), torch.zeros(z.shape[:-1], device=z.device)
         if not self.flow:

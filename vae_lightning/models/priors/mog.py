@@ -1,4 +1,5 @@
-"""A learnable mixture of Gaussians prior: K components with their own weights, means and variances."""
+"""A learnable mixture of Gaussians prior: K components with their own
+weights, means and variances."""
 
 import torch
 from torch import nn
@@ -8,8 +9,8 @@ from vae_lightning.models.priors.base import Encode, MixturePrior
 
 
 class MoGPrior(MixturePrior):
-    """``components`` Gaussians; means start at N(0, init_scale^2), variances at 1, weights equal. With one
-    component and ``init_scale=0`` it starts as the standard normal."""
+    """``components`` Gaussians; means start at N(0, init_scale^2), variances at 1, weights equal.
+    With one component and ``init_scale=0`` it starts as the standard normal."""
 
     def __init__(self, components: int = 10, init_scale: float = 1.0, **context):
         super().__init__(**context)

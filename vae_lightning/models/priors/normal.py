@@ -15,7 +15,9 @@ class NormalPrior(Prior):
     def log_prob(self, z: torch.Tensor, encode: Encode | None = None) -> torch.Tensor:
         return Normal(0.0, 1.0, validate_args=False).log_prob(z.float()).sum(-1)
 
-    def sample(self, n: int, encode: Encode | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, n: int, encode: Encode | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, generator=generator)
 
     def kl_dims(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
