@@ -28,6 +28,7 @@ summarize: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check vae_lightning tests benchmarks
 
 test: install lint
 	$(PY) -m pytest -q -ra
