@@ -4,7 +4,7 @@
 
 Prints, for the checkout it is run from:
   package lines          lines of vae_lightning/*.py (blank lines included), and of the boundary
-                         modules
+                         modules; statements (Python's, whatever the layout) beside them
   modules before step    project modules that ran code before the first backward (sys.setprofile)
   constructors           __init__ calls per class (DataModule, model, network, optimizer,
                          Trainer...)
@@ -13,6 +13,7 @@ Prints, for the checkout it is run from:
 """
 
 import argparse
+import ast
 import json
 import os
 import statistics
@@ -29,6 +30,10 @@ OVERRIDES = ["trainer.max_epochs=1", "test=false", "print_config=false", "thread
 
 def lines(path: Path) -> int:
     return len(path.read_text().splitlines())
+
+
+def statements(path: Path) -> int:
+    return sum(isinstance(node, ast.stmt) for node in ast.walk(ast.parse(path.read_text())))
 
 
 def probe(profile: bool) -> None:
@@ -126,6 +131,8 @@ def main() -> None:
         json.dumps(
             {
                 "package_lines": sum(lines(f) for f in files),
+                "package_statements": sum(statements(f) for f in files),
+                "boundary_statements": sum(statements(package / n) for n in boundary),
                 "boundary_lines": sum(boundary.values()),
                 "boundary": boundary,
                 "modules_before_first_backward": len(profiled["modules"]),

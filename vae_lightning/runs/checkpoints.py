@@ -140,18 +140,18 @@ def apply_overrides(run_config: dict, overrides: dict, path: Path) -> dict:
     return config
 
 
-def build_datamodule(run_config: dict, module: BaseVAE | None = None):
-    """The run's DataModule from its (resolved) data config; with ``module``, refuse data whose
+def build_datamodule(run_config: dict, model: BaseVAE | None = None):
+    """The run's DataModule from its (resolved) data config; with ``model``, refuse data whose
     image shape or pixel range differs from what the model was trained on."""
     datamodule = instantiate_component(run_config["data"], "data")
-    if module is not None:
-        trained_shape, shape = list(module.hparams.input_shape), list(datamodule.image_shape)
+    if model is not None:
+        trained_shape, shape = list(model.hparams.input_shape), list(datamodule.image_shape)
         if shape != trained_shape:
             raise UserError(
                 f"the data has images of shape {shape} but the checkpoint's model was trained on "
                 f"{trained_shape}: drop the data.* overrides that change the dataset"
             )
-        trained, now = module.hparams.data_range, datamodule.data_range
+        trained, now = model.hparams.data_range, datamodule.data_range
         if not all(
             math.isclose(a, b, abs_tol=1e-6) for t, n in zip(trained, now) for a, b in zip(t, n)
         ):
