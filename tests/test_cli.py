@@ -85,3 +85,21 @@ def test_what_a_default_run_imports_is_a_declared_dependency():
         "rich",
     ):
         assert package in declared, package
+
+
+def test_a_single_run_is_composed_once_by_hydra_and_a_sweep_first_here(monkeypatch):
+    """The boundary composes a command line itself only for a sweep (whose folder Hydra makes before
+    its jobs compose); a single run is composed by Hydra alone, whose typed errors it reads."""
+    from vae_lightning import boundary
+    from vae_lightning.errors import USER_FULL_ERROR
+
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    monkeypatch.setenv(USER_FULL_ERROR, "0")
+    composed = []
+    monkeypatch.setattr(boundary, "compose", lambda name, overrides: composed.append(overrides))
+    monkeypatch.setattr(sys, "argv", ["vae-train", "model.latent_dim=3"])
+    boundary.run(lambda: None, "train")
+    assert composed == []
+    monkeypatch.setattr(sys, "argv", ["vae-train", "-m", "model.latent_dim=3,4", "seed=1"])
+    boundary.run(lambda: None, "train")
+    assert composed == [["model.latent_dim=3", "seed=1"]]  # one value per swept key

@@ -184,6 +184,8 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_mnist, tmp_path):
     ), err[-2000:]
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == step and saved["epoch"] == 1
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["status"] == "interrupted" and info["error"].startswith("interrupted (Ctrl-C)")
 
     proc = run_train(
         f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true", *record

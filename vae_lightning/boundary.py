@@ -2,10 +2,11 @@
 exit code 2 and one line naming the setting or file, what is wrong and what to do; a genuine bug
 still shows its traceback.
 
-    preflight(config_name, argv)   compose the command line's config before Hydra runs anything, so
-                                   a misspelt key or an unknown group option is one line with
-                                   "did you mean" (from Hydra's exception types), not a multi-line
-                                   Hydra block, and no run folder is made
+    run(hydra_main, name)          an entry point's main(): Hydra composes the command line once and
+                                   raises what does not compose to us; composition_error makes it
+                                   one line with "did you mean" from Hydra's exception types and
+                                   the override at fault (never from the wording of its messages)
+    preflight(config_name, argv)   a sweep's command line composed before Hydra makes its folder
     user_error(exc)                the one-line UserError for what torch, Lightning or the OS raised
                                    because of the input (a refused Trainer setting, a full disk...),
                                    or None for a bug
@@ -13,6 +14,7 @@ still shows its traceback.
                                    (``<run>/train.log``)
 
 ``HYDRA_FULL_ERROR=1`` shows the full traceback on the terminal instead of the one line.
+Also here: SIGTERM to a sweep whose jobs train in worker processes reaches every worker.
 """
 
 import contextlib
@@ -25,7 +27,9 @@ import traceback
 import warnings
 from pathlib import Path
 
-from vae_lightning.errors import UserError, exit_with, first_line, full_error
+from hydra.experimental.callback import Callback
+
+from vae_lightning.errors import USER_FULL_ERROR, UserError, exit_with, first_line, full_error
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 HYDRA_FLAGS_WITHOUT_VALUE = {"-m", "--multirun", "--resolve"}
@@ -184,7 +188,7 @@ def composition_error(error: Exception, config_name: str, overrides: list[str]) 
     return UserError(f"the overrides do not compose: {first_line(error)}")
 
 
-def preflight(config_name: str, argv: list[str]) -> None:
+def preflight(config_name: str, argv: list[str]):
     """Compose ``config_name`` with the command line's overrides: UserError for any that do not
     compose, before Hydra runs anything (no run folder, no multi-line block)."""
     overrides = _overrides(argv)
@@ -356,28 +360,40 @@ def quiet_dependency_notices() -> None:
 
 
 def run(hydra_main, config_name: str) -> None:
-    """An entry point's ``main()``: preflight the command line, then run the Hydra task."""
+    """An entry point's ``main()``: run the Hydra task, with what does not compose as one line.
+
+    A single run's command line is composed once, by Hydra, which raises its own exception types to
+    us (``HYDRA_FULL_ERROR`` set for it; the user's own value is kept for ``full_error``). A sweep's
+    is composed here first, one value per swept key, because Hydra makes the sweep's folder before
+    its jobs compose."""
     quiet_dependency_notices()
+    argv = sys.argv[1:]
     try:
-        cfg = preflight(config_name, sys.argv[1:])
+        if "-m" in argv or "--multirun" in argv:
+            preflight(config_name, argv)
     except Exception as e:
         error = user_error(e)
         if error is None or full_error():
             raise
         exit_with(error)
-    sweep = cfg is not None and (
-        "-m" in sys.argv or "--multirun" in sys.argv or str(cfg.hydra.mode) == "RunMode.MULTIRUN"
-    )
-    chosen = [
-        a.split("=", 1)[1] for a in sys.argv[1:] if a.lstrip("+").startswith("hydra/launcher=")
-    ]
-    launcher = (
-        chosen[-1]
-        if chosen
-        else str(cfg.hydra.launcher.get("_target_"))
-        if cfg is not None
-        else "basic"
-    )
-    if sweep and "basic" not in launcher.lower():  # the jobs train in processes of their own
-        forward_sigterm()
-    hydra_main()
+    os.environ.setdefault(USER_FULL_ERROR, "1" if full_error() else "0")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises, rather than prints, what does not compose
+    try:
+        hydra_main()
+    except Exception as e:  # the task catches its own errors: this is Hydra's composition
+        if full_error():
+            raise
+        try:
+            error = composition_error(e, config_name, _overrides(argv) or [])
+        except UserError as unreadable:  # the command line itself cannot be parsed
+            error = unreadable
+        exit_with(error)
+
+
+class SweepSignals(Callback):
+    """Hydra callback: when a sweep's jobs train in processes of their own (a launcher other than
+    Hydra's basic one, e.g. joblib), SIGTERM to the command reaches them all."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        if "BasicLauncher" not in str(config.hydra.launcher.get("_target_")):
+            forward_sigterm()

@@ -54,9 +54,14 @@ def first_line(error: BaseException) -> str:
     return " ".join(lines[0].split()) if lines else type(error).__name__
 
 
+USER_FULL_ERROR = (
+    "VAE_LIGHTNING_FULL_ERROR"  # the user's HYDRA_FULL_ERROR, once the boundary set its own
+)
+
+
 def full_error() -> bool:
     """HYDRA_FULL_ERROR=1: every error is re-raised for its full traceback (Hydra's own switch)."""
-    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+    return os.environ.get(USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR")) == "1"
 
 
 def exit_with(error: UserError) -> NoReturn:

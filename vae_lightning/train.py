@@ -191,12 +191,14 @@ def run_and_record(
         metrics = train(cfg)
     except SIGTERMException as e:  # InterruptCheckpoint saved last.ckpt and said how to resume
         write_run_info(run_dir, time.perf_counter() - started, e)
-        if (
-            boundary.in_sweep_worker()
-        ):  # the worker process ends too (a pool would keep it waiting for jobs)
+        if boundary.in_sweep_worker():  # the worker ends too (its pool would keep it waiting)
             (Path(run_dir) / LOCK).unlink(missing_ok=True)
             boundary.end_process(SIGTERM_EXIT)
         sys.exit(SIGTERM_EXIT)
+    except SystemExit as e:  # Lightning ends a fit that Ctrl-C interrupted with exit(1)
+        if isinstance(e.__context__, KeyboardInterrupt):
+            write_run_info(run_dir, time.perf_counter() - started, e.__context__)
+        raise
     except Exception as e:
         write_run_info(run_dir, time.perf_counter() - started, e)
         if sweep_job and not boundary.full_error():

@@ -84,9 +84,10 @@ def write_run_info(
     status = "completed" if error is None else "interrupted" if stopped else "failed"
     info = {"status": status, "wall_time_s": round(wall_time_s, 3)}
     if error:
-        info["error"] = (
-            "stopped by SIGTERM: resume=true continues it" if stopped else error_line(error)
+        how = (
+            "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else "stopped by SIGTERM"
         )
+        info["error"] = f"{how}: resume=true continues it" if stopped else error_line(error)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     write_json(Path(run_dir) / RUN_INFO, info)
 
