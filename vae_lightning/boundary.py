@@ -376,7 +376,8 @@ def run(hydra_main, config_name: str) -> None:
         if error is None or full_error():
             raise
         exit_with(error)
-    os.environ.setdefault(USER_FULL_ERROR, "1" if full_error() else "0")
+    before = {k: os.environ.get(k) for k in (USER_FULL_ERROR, "HYDRA_FULL_ERROR")}
+    os.environ[USER_FULL_ERROR] = "1" if full_error() else "0"  # seen by the processes it starts
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises, rather than prints, what does not compose
     try:
         hydra_main()
@@ -388,6 +389,12 @@ def run(hydra_main, config_name: str) -> None:
         except UserError as unreadable:  # the command line itself cannot be parsed
             error = unreadable
         exit_with(error)
+    finally:  # as it was (a notebook or a test calling main() again)
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class SweepSignals(Callback):
