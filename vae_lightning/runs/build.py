@@ -18,6 +18,7 @@ import difflib
 import logging
 import os
 from dataclasses import dataclass
+from logging.handlers import BufferingHandler
 
 import lightning as L
 import torch
@@ -38,11 +39,8 @@ from vae_lightning.runs.checkpoints import AtomicCheckpointIO
 from vae_lightning.runs.preflight import check_checkpoint, check_run_settings, checkpoint_to_resume
 
 LIBRARIES = ("lightning.", "pytorch_lightning.", "torch.", "torchmetrics.")
-REFUSALS = (
-    ValueError,
-    TypeError,
-    MisconfigurationException,
-)  # how torch and Lightning refuse a setting
+# how torch and Lightning refuse a setting
+REFUSALS = (ValueError, TypeError, MisconfigurationException)
 
 
 @dataclass
@@ -53,9 +51,8 @@ class Run:
     model: L.LightningModule
     trainer: L.Trainer
     ckpt_path: str | None  # the checkpoint the fit starts from (resume=true or ckpt_path=...)
-    messages: list[
-        logging.LogRecord
-    ]  # what Lightning said while the Trainer was built, said by say_held
+    # what Lightning said while the Trainer was built, said by say_held once the run starts
+    messages: list[logging.LogRecord]
 
 
 def task_config(cfg: DictConfig) -> dict:
@@ -72,24 +69,17 @@ def refused(where: str, config: DictConfig, error: BaseException, attempt) -> Us
     """A library refused the settings under ``where``: the one whose removal lets
     ``attempt(config)`` succeed is named with the library's message; else the section is."""
     message = first_line(error)
-    logs = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [log.level for log in logs]
-    for log in logs:
-        log.setLevel(logging.ERROR)  # the trial builds say nothing
-    try:
-        for key in [k for k in config if not str(k).startswith("_")]:
-            trial = copy.deepcopy(config)
-            with open_dict(trial):
-                del trial[key]
-            try:
+    for key in [k for k in config if not str(k).startswith("_")]:
+        trial = copy.deepcopy(config)
+        with open_dict(trial):
+            del trial[key]
+        try:
+            with held_messages():  # the trial builds say nothing
                 attempt(trial)
-            except Exception:
-                continue
-            value = OmegaConf.to_container(config, resolve=True)[key]
-            return SettingError(f"{where}.{key}", value, f"is refused: {message}", plain=True)
-    finally:
-        for log, level in zip(logs, levels):
-            log.setLevel(level)
+        except Exception:
+            continue
+        value = OmegaConf.to_container(config, resolve=True)[key]
+        return SettingError(f"{where}.{key}", value, f"is refused: {message}", plain=True)
     return UserError(f"{where}: {message}: check the {where}.* settings (--cfg job shows them)")
 
 
@@ -129,9 +119,7 @@ def check_optimizer(cfg: DictConfig) -> None:
         built = optimizer(cfg.optimizer)
     except (*REFUSALS, InstantiationException) as e:
         raise refused("optimizer", cfg.optimizer, e.__cause__ or e, optimizer) from None
-    if any(
-        group.get("eps", 1) == 0 for group in built.param_groups
-    ):  # torch takes it; the first step is NaN
+    if any(group.get("eps", 1) == 0 for group in built.param_groups):  # torch takes it: NaN
         raise SettingError(
             "optimizer.eps",
             0,
@@ -186,9 +174,7 @@ def build_trainer(cfg: DictConfig, model, resume_step: int | None = None) -> tup
     ``resume_step``: TensorBoard hides what an interrupted run logged from this step on, so a
     resumed run's curves continue without duplicates."""
     chosen = dict(cfg.get("callbacks") or {})
-    if not cfg.trainer.get(
-        "enable_progress_bar", True
-    ):  # trainer.enable_progress_bar=false: no bar
+    if not cfg.trainer.get("enable_progress_bar", True):  # trainer.enable_progress_bar=false
         chosen.pop("progress_bar", None)
     callbacks = []
     for name, c in chosen.items():
@@ -210,9 +196,8 @@ def build_trainer(cfg: DictConfig, model, resume_step: int | None = None) -> tup
             "but torch sees no GPU on this machine: use trainer.accelerator=cpu (or auto)",
             plain=True,
         )
-    with (
-        held_messages() as messages
-    ):  # "GPU available..." is said when the run starts, not for a refused one
+    # "GPU available...": said when the run starts, not for a refused one
+    with held_messages() as messages:
         trainer = build_component(
             cfg.trainer,
             "trainer",
@@ -223,25 +208,16 @@ def build_trainer(cfg: DictConfig, model, resume_step: int | None = None) -> tup
     return trainer, messages
 
 
-class _Hold(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @contextlib.contextmanager
 def held_messages(names=("lightning.pytorch", "lightning.fabric")):
     """Inside, what Lightning's loggers say is held back (a list of records), to be said by
     ``say_held``."""
-    hold, logs = _Hold(), [logging.getLogger(name) for name in names]
+    hold, logs = BufferingHandler(capacity=10_000), [logging.getLogger(name) for name in names]
     saved = [(log.handlers, log.propagate) for log in logs]
     for log in logs:
         log.handlers, log.propagate = [hold], False
     try:
-        yield hold.records
+        yield hold.buffer
     finally:
         for log, (handlers, propagate) in zip(logs, saved):
             log.handlers, log.propagate = handlers, propagate
