@@ -373,10 +373,8 @@ def main():
     if unknown:
         p.error(f"--rows: unknown {', '.join(unknown)}; known: {', '.join(rows)}")
     results, a = [], None
-    for key in [
-        "tutorial",
-        *[k for k in chosen if k != "tutorial"],
-    ]:  # (a) first: the others are ratios to it
+    # (a) first: the others are ratios to it
+    for key in ["tutorial", *[k for k in chosen if k != "tutorial"]]:
         label, fn = rows[key]
         row = measure(label, fn, device, results, a)
         row["key"] = key

@@ -81,9 +81,8 @@ def main():
     bf16_forward_backward()
     bf16_adam = torch.optim.Adam(bf16.parameters(), lr=1e-9, fused=True)
     rows["Adam step (fused, bf16 weights)"] = per_step_ms(bf16_adam.step, args.steps)
-    flops = (
-        6 * params * args.batch_size
-    )  # multiply-adds of forward (2) + backward (4) per weight per sample
+    # multiply-adds of forward (2) + backward (4) per weight per sample
+    flops = 6 * params * args.batch_size
     steps_per_epoch = -(-args.train_size // args.batch_size)
     print(
         f"# {params:,} parameters, batch {args.batch_size}, {torch.get_num_threads()} threads, "

@@ -14,9 +14,8 @@ class Probe(L.Callback):
         self.record: dict = {"train_indices": []}
 
     def on_train_epoch_start(self, trainer, pl_module):
-        batches = (
-            trainer.train_dataloader.batch_sampler
-        )  # torch's BatchSampler over a DistributedSampler
+        # torch's BatchSampler over a DistributedSampler
+        batches = trainer.train_dataloader.batch_sampler
         self.record["world_size"], self.record["batch_size"] = (
             batches.sampler.num_replicas,
             batches.batch_size,

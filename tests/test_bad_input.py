@@ -80,6 +80,12 @@ def make_files(tmp: Path) -> None:
     (earlier / "checkpoints" / "last.ckpt").write_bytes(b"precious weights")
     (earlier / "metrics.json").write_text('{"metrics": {"val/loss": 101.5}}\n')
     np.savez(tmp / "floats.npz", x_train=np.full((50, 8, 8), 2.0, np.float32))
+    np.savez(tmp / "whole.npz", x_train=(np.random.default_rng(0).random((50, 8, 8)) * 255).astype(np.uint8))
+    whole = (tmp / "whole.npz").read_bytes()
+    (tmp / "cut.npz").write_bytes(whole[: len(whole) // 2])  # a copy that stopped halfway
+    flipped = bytearray(whole)
+    flipped[len(whole) // 2: len(whole) // 2 + 40] = b"\xff" * 40  # damaged inside: its CRC fails
+    (tmp / "flipped.npz").write_bytes(bytes(flipped))
     np.savez(tmp / "no_x.npz", images=np.zeros((5, 8, 8), np.uint8))
     np.savez(tmp / "masks.npz", x_train=(np.random.default_rng(0).random((50, 8, 8)) > 0.5).astype(np.uint8))
     damaged_root(tmp / "trunc", truncate)
@@ -241,6 +247,10 @@ def table(tiny_mnist: Path, tmp: Path, ckpt: Path) -> dict[str, tuple[str, list[
         "sample: span=nan": (SAMPLE, [ck, "mode=traverse", "span=nan"], "span=nan must be a finite number > 0", run),
         "sample: out under a file": (SAMPLE, [ck, f"out={a_file}/grid.png"], f"out={a_file}/grid.png cannot be written ({a_file} is a file, not a folder)", run),
         "sample: misspelt mode key": (SAMPLE, [ck, "mod=prior"], "mod is not a setting (did you mean mode?)", pre),
+        "a truncated .npz": (TRAIN, ["data=arrays", f"data.path={tmp / 'cut.npz'}", "data.val_size=5"],
+                             f"{tmp / 'cut.npz'} cannot be read (BadZipFile: File is not a zip file)", pre),
+        "a .npz damaged inside": (TRAIN, ["data=arrays", f"data.path={tmp / 'flipped.npz'}", "data.val_size=5"],
+                                  f"{tmp / 'flipped.npz'} cannot be read (BadZipFile: Bad CRC-32", pre),
         # kinds of issue 18: settings torch takes but that cannot train, monitors, entries without a class
         "optimizer.eps=0": (TRAIN, [root, "optimizer.eps=0"], "optimizer.eps=0 divides by zero wherever a gradient is 0", pre),
         "kl_weight overflows float32": (TRAIN, [root, "model.kl_weight=1e308"], "model.kl_weight=1e+308 must be <= 1e+10", pre),

@@ -49,9 +49,8 @@ def test_a_console_script_trains_from_another_folder(tiny_mnist, tmp_path):
         text=True,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = list(
-        (tmp_path / "outputs" / "runs").iterdir()
-    )  # outputs/ of the folder it was started in
+    # outputs/ of the folder it was started in
+    runs = list((tmp_path / "outputs" / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "metrics.json").is_file()
 
 

@@ -142,11 +142,12 @@ def test_a_setting_the_network_does_not_take_is_named_with_its_fix():
         check_config(cfg_with("model.net._target_=vae_lightning.models.networks.ConvNet"))
     with pytest.raises(UserError, match=r"^data.bogus=1 is not a setting of MNISTDataModule"):
         check_config(cfg_with("+data.bogus=1"))
+    # the fix it names works
     _, model = check_config(
         cfg_with(
             "model.net._target_=vae_lightning.models.networks.ConvNet", "~model.net.hidden_dims"
         )
-    )  # the fix it names works
+    )
     assert type(model.net).__name__ == "ConvNet"
 
 
@@ -179,9 +180,8 @@ def test_debug_presets_and_optional_callbacks_compose(override, key, value):
     cfg = cfg_with(override)
     assert OmegaConf.select(cfg, key) == value
     assert "early_stopping" not in cfg_with().callbacks  # off by default
-    bar = (
-        cfg_with().callbacks.progress_bar
-    )  # Rich, redrawn every 20 steps rather than Lightning's every step
+    # Rich, redrawn every 20 steps rather than Lightning's every step
+    bar = cfg_with().callbacks.progress_bar
     assert bar._target_ == "lightning.pytorch.callbacks.RichProgressBar" and bar.refresh_rate == 20
     check_config(cfg)
 

@@ -94,9 +94,8 @@ def test_a_resumed_loader_serves_the_rest_of_the_epoch():
     loader = index_loader(50, 10, shuffle=True, seed=2, batches_done=lambda: done["n"])
     loader.batch_sampler.sampler.set_epoch(4)
     whole = indices(loader)
-    state = (
-        loader.state_dict()
-    )  # what Lightning stores in a checkpoint taken 3 batches into the epoch
+    # what Lightning stores in a checkpoint taken 3 batches into the epoch
+    state = loader.state_dict()
     assert state == {"batches_done": 3}
     resumed = index_loader(50, 10, shuffle=True, seed=2)
     resumed.load_state_dict(state)  # what Lightning hands back on resume, before the epoch starts

@@ -52,9 +52,8 @@ def test_cifar_reads_the_python_batches(cifar_root):
     assert 0 <= train_y.min() and train_y.max() <= 9 and len(train_y.unique()) == 10
     with open(cifar_root / "cifar-10-batches-py" / "test_batch", "rb") as f:
         batch = pickle.load(f, encoding="latin1")
-    assert torch.equal(
-        test_x, torch.from_numpy(batch["data"]).view(-1, 3, 32, 32)
-    )  # rows are C, H, W
+    # rows are C, H, W
+    assert torch.equal(test_x, torch.from_numpy(batch["data"]).view(-1, 3, 32, 32))
     assert test_y.tolist() == batch["labels"]
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (32, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (32,)
@@ -208,16 +207,11 @@ def test_image_folder_with_class_subfolders(tmp_path):
     dm = ImageFolderDataModule(root=str(tmp_path), val_size=6, batch_size=10)
     assert dm.image_shape == (3, 12, 16) and dm.class_names == ["cat", "dog", "emu"]
     (train_x, train_y), (test_x, test_y) = dm.split("train"), dm.split("test")
-    assert train_x.shape == (30, 3, 12, 16) and test_x.shape == (
-        18,
-        3,
-        12,
-        16,
-    )  # test/: 6 per class
+    # test/: 6 per class
+    assert train_x.shape == (30, 3, 12, 16) and test_x.shape == (18, 3, 12, 16)
     assert sorted(test_y.tolist()) == [0] * 6 + [1] * 6 + [2] * 6
-    band = (
-        PALETTE[:3] * 255
-    ).round()  # each class's top rows are its palette colour (lossless PNG)
+    # each class's top rows are its palette colour (lossless PNG)
+    band = (PALETTE[:3] * 255).round()
     for x, y in ((train_x, train_y), (test_x, test_y)):
         assert torch.equal(x[:, :, 0, 0], torch.from_numpy(band[y.numpy()]).to(torch.uint8))
 

@@ -22,14 +22,12 @@ def test_ranks_see_disjoint_shards_of_equal_length(n, batch, world):
             loader = index_loader(n, batch, shuffle=True, seed=3, rank=rank, world_size=world)
             loader.batch_sampler.sampler.set_epoch(epoch)
             batches = list(loader)
-            assert (
-                len(batches) == len(loader) == math.ceil((n // world) / batch)
-            )  # the documented steps per epoch
+            # the documented steps per epoch
+            assert len(batches) == len(loader) == math.ceil((n // world) / batch)
             shards.append([int(i) for _, y in batches for i in y])
         seen = [i for shard in shards for i in shard]
-        assert (
-            len(seen) == len(set(seen)) == (n // world) * world
-        )  # no sample twice; at most world-1 dropped
+        # no sample twice; at most world-1 dropped
+        assert len(seen) == len(set(seen)) == (n // world) * world
 
 
 def test_batch_size_is_global_and_must_divide(tiny_mnist):
@@ -59,9 +57,8 @@ def test_two_cpu_processes_train_into_one_run_folder(tiny_mnist, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = list((tmp_path / "logs" / "runs").iterdir())
-    assert (
-        len(runs) == 1 and not (tmp_path / "logs" / "multiruns").exists()
-    )  # ONE run folder for both ranks
+    # ONE run folder for both ranks
+    assert len(runs) == 1 and not (tmp_path / "logs" / "multiruns").exists()
     run = runs[0]
     result = json.loads((run / "metrics.json").read_text())
     # 500 training images: 250 per rank, 16 per rank per step (global batch 32)
@@ -69,9 +66,8 @@ def test_two_cpu_processes_train_into_one_run_folder(tiny_mnist, tmp_path):
     assert result["epochs"] == 1 and result["global_step"] == 16
     ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [(r["world_size"], r["batch_size"]) for r in ranks] == [(2, 16), (2, 16)]
-    assert [r["threads"] for r in ranks] == [
-        max(1, os.cpu_count() // 2)
-    ] * 2  # the node's cores shared by its ranks
+    # the node's cores shared by its ranks
+    assert [r["threads"] for r in ranks] == [max(1, os.cpu_count() // 2)] * 2
     seen = ranks[0]["train_indices"][0] + ranks[1]["train_indices"][0]
     assert len(seen) == len(set(seen)) == 500
     assert result["metrics"]["best/val_loss"] == pytest.approx(
@@ -141,10 +137,8 @@ def test_srun_tasks_train_as_the_ranks_of_one_run_under_trainer_slurm(tiny_mnist
     result = json.loads((runs[0] / "metrics.json").read_text())
     assert result["global_step"] == 16  # 250 images per rank, 16 per rank per step
     ranks = [json.loads((tmp_path / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert [(r["world_size"], r["batch_size"]) for r in ranks] == [
-        (2, 16),
-        (2, 16),
-    ]  # two ranks, not two runs
+    # two ranks, not two runs
+    assert [(r["world_size"], r["batch_size"]) for r in ranks] == [(2, 16), (2, 16)]
     seen = ranks[0]["train_indices"][0] + ranks[1]["train_indices"][0]
     assert len(seen) == len(set(seen)) == 500
     assert (

@@ -15,9 +15,8 @@ from vae_lightning.runs.checkpoints import build_datamodule, load_model
 
 def test_chunked_logsumexp_equals_one_pass_and_never_overflows():
     torch.manual_seed(0)
-    w = (
-        torch.randn(37, 3, dtype=torch.float64) * 5 - 2000
-    )  # exp(-2000) underflows: only logsumexp survives
+    # exp(-2000) underflows: only logsumexp survives
+    w = torch.randn(37, 3, dtype=torch.float64) * 5 - 2000
     drawn = []
 
     def weights(n):
@@ -37,6 +36,7 @@ def test_chunked_logsumexp_equals_one_pass_and_never_overflows():
 def test_active_units_counts_dims_whose_posterior_means_vary():
     torch.manual_seed(0)
     n = 5000
+    # variances 1, 0.25, 0.04, 0.0025, 0
     mu = torch.stack(
         [
             torch.randn(n),
@@ -46,7 +46,7 @@ def test_active_units_counts_dims_whose_posterior_means_vary():
             torch.full((n,), 3.0),
         ],
         1,
-    )  # variances 1, 0.25, 0.04, 0.0025, 0
+    )
     count, variance = active_units(mu)
     assert count == 3
     assert torch.allclose(
@@ -122,9 +122,8 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
     with pytest.raises(UserError, match=r"ckpt_path=.*notes.ckpt is not a readable checkpoint"):
         load_model(text)
     weights = tmp_path / "weights.pt"
-    torch.save(
-        torch.nn.Linear(2, 2).state_dict(), weights
-    )  # a torch file, but not one train.py wrote
+    # a torch file, but not one train.py wrote
+    torch.save(torch.nn.Linear(2, 2).state_dict(), weights)
     with pytest.raises(
         UserError, match=r"weights.pt is not a vae_lightning checkpoint \(no state_dict"
     ):

@@ -192,10 +192,8 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_mnist, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     done = json.loads((run / "metrics.json").read_text())
-    assert (done["epochs"], done["global_step"]) == (
-        2,
-        2 * STEPS_PER_EPOCH,
-    )  # the epoch was finished, not redone
+    # the epoch was finished, not redone
+    assert (done["epochs"], done["global_step"]) == (2, 2 * STEPS_PER_EPOCH)
 
     # the resumed epoch trained on exactly the batches the interrupted one had not reached,
     # in the same order
@@ -232,9 +230,8 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_mnist, tmp_pa
 
 
 def test_guard_refuses_to_checkpoint_nan_weights_between_loss_checks():
-    guard = DivergenceGuard(
-        check_every_n_steps=50
-    )  # the accelerator setting: the loss is rarely looked at
+    # the accelerator setting: the loss is rarely looked at
+    guard = DivergenceGuard(check_every_n_steps=50)
     module = torch.nn.Linear(3, 2)
     trainer = SimpleNamespace(
         current_epoch=4,
@@ -350,9 +347,8 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_mid_epoch(tiny_mnist, tm
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 2 * STEPS_PER_EPOCH
     batches = [line.split()[:2] for line in seen.read_text().splitlines()]
-    assert batches == [
-        [str(e), str(b)] for e in (0, 1) for b in range(STEPS_PER_EPOCH)
-    ]  # each batch once
+    # each batch once
+    assert batches == [[str(e), str(b)] for e in (0, 1) for b in range(STEPS_PER_EPOCH)]
 
 
 def test_a_damaged_last_checkpoint_falls_back_to_the_newest_intact_one(tiny_mnist, tmp_path):
@@ -371,9 +367,8 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_newest_intact_one(tiny_mnis
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "warning: last.ckpt is not a readable checkpoint (" in proc.stdout
     assert "resuming from" in proc.stdout and "best-epoch" in proc.stdout
-    assert (
-        torch.load(last, weights_only=True)["global_step"] == 3 * STEPS_PER_EPOCH
-    )  # rewritten, intact
+    # rewritten, intact
+    assert torch.load(last, weights_only=True)["global_step"] == 3 * STEPS_PER_EPOCH
     assert not list((run / "checkpoints").glob(".*.tmp"))  # the killed run's half file is gone
     assert all_checkpoints_load(run)
 
@@ -415,9 +410,8 @@ def test_a_second_process_on_the_same_run_folder_is_refused(tiny_mnist, tmp_path
         first.kill()
         first.wait()
     assert all_checkpoints_load(run)
-    proc = run_train(
-        f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true"
-    )  # the lock was stale
+    # the lock was stale
+    proc = run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={run}", "resume=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (run / ".lock").exists()
 
@@ -427,6 +421,7 @@ def test_a_moved_run_resumes_in_place_with_more_epochs(tiny_mnist, tmp_path):
     assert run_train(f"data.root={tiny_mnist}", *QUICK, f"hydra.run.dir={old}").returncode == 0
     new.parent.mkdir()
     old.rename(new)
+    # the test pass loads the best checkpoint from where it is now
     proc = run_train(
         f"data.root={tiny_mnist}",
         *QUICK,
@@ -434,12 +429,11 @@ def test_a_moved_run_resumes_in_place_with_more_epochs(tiny_mnist, tmp_path):
         "resume=true",
         "trainer.max_epochs=3",
         "test=true",
-    )  # the test pass loads the best checkpoint from where it is now
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = all_checkpoints_load(new)
-    assert "last.ckpt" in names and not any("-v" in n for n in names), (
-        names
-    )  # no last-v1.ckpt beside a stale last
+    # no last-v1.ckpt beside a stale last
+    assert "last.ckpt" in names and not any("-v" in n for n in names), names
     last = torch.load(new / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 3 * STEPS_PER_EPOCH
     state = next(v for k, v in last["callbacks"].items() if k.startswith("RunCheckpoint"))
@@ -493,9 +487,8 @@ def test_kill_9_during_checkpoint_writes_never_leaves_a_damaged_checkpoint(tiny_
     for i in range(4):
         started = time.time()
         proc = start_train(*every_step, *(["resume=true"] if i else []))
-        while (
-            not last.exists() or last.stat().st_mtime < started
-        ):  # training, and writing checkpoints
+        # training, and writing checkpoints
+        while not last.exists() or last.stat().st_mtime < started:
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             time.sleep(0.02)
         time.sleep(random.Random(i).uniform(0.0, 0.3))
@@ -524,9 +517,8 @@ def test_resuming_a_complete_run_keeps_its_record_and_a_lost_test_pass_is_run_al
         [f"data.root={tiny_mnist}", *TINY, "callbacks.latent_embedding.num_points=50"],
     )
     proc = run_train(*args, f"hydra.run.dir={run}", *callback_overrides("fail", FailOnTest))
-    assert (
-        proc.returncode == 1 and "the test pass failed" in proc.stderr
-    )  # a bug: its traceback is shown
+    # a bug: its traceback is shown
+    assert proc.returncode == 1 and "the test pass failed" in proc.stderr
     fit = json.loads((run / "metrics.json").read_text())  # written after the fit, before the test
     assert (
         fit["epochs"] == 2
@@ -545,9 +537,8 @@ def test_resuming_a_complete_run_keeps_its_record_and_a_lost_test_pass_is_run_al
         p.name: p.read_bytes()
         for p in [run / "metrics.json", run / "run_info.json", *run.glob("checkpoints/*")]
     }
-    proc = run_train(
-        *args, f"hydra.run.dir={run}", "resume=true"
-    )  # a requeued job of a complete run
+    # a requeued job of a complete run
+    proc = run_train(*args, f"hydra.run.dir={run}", "resume=true")
     assert proc.returncode == 0 and f"hydra.run.dir={run} is complete (2 epochs" in proc.stdout, (
         proc.stderr[-3000:]
     )
@@ -583,9 +574,8 @@ def test_two_sweeps_in_one_folder_never_train_in_the_same_job_folder(tiny_mnist,
     ]
     first = start_train(*args, *callback_overrides("pause", PauseInSetup, marker=marker))
     try:
-        wait_for(
-            marker, first
-        )  # the first sweep's job 0 holds its folder, with no output in it yet
+        # the first sweep's job 0 holds its folder, with no output in it yet
+        wait_for(marker, first)
         second = run_train(*args)
         assert second.returncode == 2, second.stderr[-3000:]
         assert (

@@ -46,14 +46,12 @@ def test_iwae_with_one_sample_is_the_elbo():
         # the posterior means give the same deterministic KL in both
         assert iwae.losses(x)["kl"].item() == pytest.approx(elbo.losses(x)["kl"].item(), rel=1e-6)
         iw = torch.stack([iwae.losses(x)["iw_loss"] for _ in range(400)])
-        el = torch.stack(
-            [elbo.losses(x)["loss"] for _ in range(400)]
-        )  # analytic KL, one-sample recon
+        # analytic KL, one-sample recon
+        el = torch.stack([elbo.losses(x)["loss"] for _ in range(400)])
     analytic, stderr = el.mean().item(), (iw.var().item() / 400 + el.var().item() / 400) ** 0.5
     assert abs(iw.mean().item() - analytic) < 4 * stderr, (iw.mean().item(), analytic, stderr)
-    assert (
-        analytic > 500
-    )  # an untrained model: ~784 * 0.6 nats, so the comparison above is not trivially close
+    # an untrained model: ~784 * 0.6 nats, so the comparison above is not trivially close
+    assert analytic > 500
 
 
 def test_the_bound_tightens_with_k():
@@ -139,13 +137,11 @@ def test_iwae_preset_trains_and_evaluates_at_its_k(tiny_mnist, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
-    assert metrics["lr-Adam"] == pytest.approx(
-        1e-4, rel=1e-9
-    )  # all 7 decays of 10^(-1/7) within the 2 epochs
+    # all 7 decays of 10^(-1/7) within the 2 epochs
+    assert metrics["lr-Adam"] == pytest.approx(1e-4, rel=1e-9)
     for stage in ("train", "val", "test"):
-        assert metrics[f"{stage}/iw_loss"] < metrics[f"{stage}/loss"], (
-            stage
-        )  # the IW bound is the tighter one
+        # the IW bound is the tighter one
+        assert metrics[f"{stage}/iw_loss"] < metrics[f"{stage}/loss"], stage
     proc = run_module(
         "vae_lightning.eval", f"ckpt_path={run}/checkpoints/last.ckpt", "eval.batch_size=50"
     )

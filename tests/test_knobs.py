@@ -29,9 +29,8 @@ def cb_log_norm(logits: torch.Tensor) -> torch.Tensor:
     """log C(lambda): what the cb likelihood adds to -BCE, read off its log density
     at x = 0 and 1."""
     lik = Likelihood("cb")
-    at0 = -lik.nll(
-        logits.view(-1, 1, 1, 1), torch.zeros(len(logits), 1, 1, 1)
-    )  # log C + log(1 - lambda)
+    # log C + log(1 - lambda)
+    at0 = -lik.nll(logits.view(-1, 1, 1, 1), torch.zeros(len(logits), 1, 1, 1))
     return at0.double() - torch.log1p(-torch.sigmoid(logits.double()))
 
 
@@ -41,9 +40,8 @@ def test_cb_log_normalizer_matches_numeric_integration():
     unnormalized = LAMBDAS[:, None] ** GRID * (1 - LAMBDAS[:, None]) ** (1 - GRID)
     numeric = -torch.trapezoid(unnormalized, GRID).log()
     assert torch.allclose(cb_log_norm(logits.float()), numeric, atol=1e-5)
-    assert cb_log_norm(torch.zeros(1)).item() == pytest.approx(
-        math.log(2)
-    )  # lambda = 1/2: uniform density is 1
+    # lambda = 1/2: uniform density is 1
+    assert cb_log_norm(torch.zeros(1)).item() == pytest.approx(math.log(2))
 
 
 def test_cb_is_a_density_on_the_unit_interval_and_samples_show_its_mean():
@@ -60,9 +58,8 @@ def test_cb_is_a_density_on_the_unit_interval_and_samples_show_its_mean():
     )
     mean = torch.trapezoid(GRID[:, None] * density, GRID, dim=0)
     assert torch.allclose(Likelihood("cb").mean(logits).double(), mean, atol=1e-4)
-    assert (
-        mean - LAMBDAS
-    ).abs().max() > 0.1  # the mean is not lambda: showing lambda would be wrong
+    # the mean is not lambda: showing lambda would be wrong
+    assert (mean - LAMBDAS).abs().max() > 0.1
     module = VAE(latent_dim=3, net=mlp(16), loss="cb")
     z = torch.randn(4, 3)
     expected = ContinuousBernoulli(logits=module.net.decode(z)).mean
@@ -76,9 +73,8 @@ def test_mse_is_a_gaussian_density_with_variance_one_half():
         -Likelihood("mse", data_range=(-6.0, 6.0)).nll(logit.view(-1, 1, 1, 1), x.view(-1, 1, 1, 1))
     ).exp()
     assert torch.trapezoid(density, x[:, 0]).item() == pytest.approx(1.0, abs=1e-6)
-    mean = -6.0 + 12.0 * torch.sigmoid(
-        torch.tensor(0.3, dtype=torch.float64)
-    )  # sigmoid scaled to the data range
+    # sigmoid scaled to the data range
+    mean = -6.0 + 12.0 * torch.sigmoid(torch.tensor(0.3, dtype=torch.float64))
     assert torch.trapezoid(x[:, 0] * density, x[:, 0]).item() == pytest.approx(
         mean.item(), abs=1e-4
     )
@@ -139,9 +135,8 @@ def test_training_logs_the_objective_and_the_warmup_weight(tiny_mnist):
     m = {k: float(v) for k, v in trainer.callback_metrics.items()}
     # epoch 1 of a 2-epoch warm-up: beta = 2 * (1 + i/10) / 2 for batches i = 0..9, mean 1.45
     assert m["train/kl_weight"] == pytest.approx(1.45, abs=1e-4)
-    assert m["val/loss"] == pytest.approx(
-        m["val/recon"] + m["val/kl"], rel=1e-5
-    )  # the real negative ELBO
+    # the real negative ELBO
+    assert m["val/loss"] == pytest.approx(m["val/recon"] + m["val/kl"], rel=1e-5)
     assert "train/objective" in m and m["train/objective"] != pytest.approx(m["train/loss"])
 
 
@@ -159,17 +154,15 @@ def test_binarization_is_dynamic_for_training_and_fixed_for_test(tiny_mnist):
     assert torch.equal(first, again) and not torch.equal(first[: len(other_epoch)], other_epoch)
     assert not torch.equal(first, next(iter(grey.train_dataloader()))[0])
     p = next(iter(grey.train_dataloader()))[0]
-    assert (
-        first.mean() - p.mean()
-    ).abs() < 0.005  # Bernoulli(p) draws keep the grey level on average
+    # Bernoulli(p) draws keep the grey level on average
+    assert (first.mean() - p.mean()).abs() < 0.005
     test = dm.split("test")[0]
     assert test.shape == (200, 1, 28, 28) and set(test.unique().tolist()) == {0, 255}
     other_seed = MNISTDataModule(
         root=str(tiny_mnist), val_size=100, download=False, binarize=True, seed=7
     )
-    assert torch.equal(
-        test, other_seed.split("test")[0]
-    )  # the test set does not depend on data.seed
+    # the test set does not depend on data.seed
+    assert torch.equal(test, other_seed.split("test")[0])
 
 
 def test_tensorboard_shows_kl_per_dim_each_epoch_and_the_test_embedding(latent2_run):
@@ -177,9 +170,8 @@ def test_tensorboard_shows_kl_per_dim_each_epoch_and_the_test_embedding(latent2_
         str(latent2_run / "tensorboard"), size_guidance={"histograms": 0, "scalars": 0}
     ).Reload()
     steps = [e.step for e in events.Scalars("val/loss")]
-    assert (
-        [e.step for e in events.Histograms("kl_per_dim")] == steps == [15, 31, 47]
-    )  # one x-axis: the step
+    # one x-axis: the step
+    assert [e.step for e in events.Histograms("kl_per_dim")] == steps == [15, 31, 47]
     # the dims' KLs add up to the epoch's val/kl (both are means over the validation images)
     for hist, kl in zip(events.Histograms("kl_per_dim"), events.Scalars("val/kl")):
         assert abs(hist.histogram_value.sum - kl.value) < 1e-3 * max(1.0, kl.value), (

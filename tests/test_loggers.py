@@ -44,9 +44,8 @@ def test_mlflow_logger_records_the_run_with_its_name_tags_and_metrics(tiny_mnist
     run = train(tiny_mnist, tmp_path, "logger=mlflow", "tags=[baseline,tiny]", "model.latent_dim=3")
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     [found] = client.search_runs([client.get_experiment_by_name("vae_lightning").experiment_id])
-    name = (
-        found.info.run_name
-    )  # the overrides that shape the result: no paths, no callbacks or display switches
+    # the overrides that shape the result: no paths, no callbacks or display switches
+    name = found.info.run_name
     assert name.endswith("model.latent_dim=3") and "data.batch_size=32" in name
     assert "data.root" not in name and "callbacks" not in name and "enable_progress_bar" not in name
     assert {"baseline", "tiny"} <= set(found.data.tags)

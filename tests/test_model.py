@@ -149,9 +149,8 @@ def test_module_loss_is_per_image_and_independent_of_batch_size():
     for part in (x[:32], x[32:]):
         torch.manual_seed(1)
         halves.append(module.losses(part)["recon"])
-    assert (
-        400 < full["recon"].item() < 800
-    )  # ~784 * log 2 at initialization: nats per image, not per batch
+    # ~784 * log 2 at initialization: nats per image, not per batch
+    assert 400 < full["recon"].item() < 800
     assert torch.allclose(full["loss"], full["recon"] + full["kl"])
     assert abs(full["recon"].item() - sum(h.item() for h in halves) / 2) < 5
 

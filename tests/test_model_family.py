@@ -61,12 +61,10 @@ def test_a_one_component_mixture_at_the_standard_normal_gives_its_elbo():
     mixture.net.load_state_dict(normal.net.state_dict())
     x = binary_images(32)
     with torch.no_grad():
-        analytic = torch.stack(
-            [normal.losses(x)["loss"] for _ in range(400)]
-        )  # closed-form KL, one-sample recon
-        draws = torch.stack(
-            [mixture.losses(x)["loss"] for _ in range(400)]
-        )  # Monte Carlo KL on each draw
+        # closed-form KL, one-sample recon
+        analytic = torch.stack([normal.losses(x)["loss"] for _ in range(400)])
+        # Monte Carlo KL on each draw
+        draws = torch.stack([mixture.losses(x)["loss"] for _ in range(400)])
         assert normal.losses(x)["kl_dims"] is not None and mixture.losses(x)["kl_dims"] is None
     stderr = math.sqrt(analytic.var().item() / 400 + draws.var().item() / 400)
     assert abs(draws.mean().item() - analytic.mean().item()) < 4 * stderr, (
@@ -87,9 +85,8 @@ def test_the_monte_carlo_kl_of_the_vampprior_averages_to_the_integrated_kl():
         model.net.fc_mu.weight.mul_(10)  # posteriors spread apart, as after training
         mu, logvar = model.net.posterior(x)
         grid = torch.linspace(-12, 12, 48001)
-        log_q = -0.5 * (
-            (grid[None] - mu) ** 2 / logvar.exp() + logvar + math.log(2 * math.pi)
-        )  # (B, G)
+        # (B, G)
+        log_q = -0.5 * ((grid[None] - mu) ** 2 / logvar.exp() + logvar + math.log(2 * math.pi))
         log_p = model.prior.log_prob(grid[:, None], model.net.posterior)  # (G,)
         integrated = torch.trapezoid(log_q.exp() * (log_q - log_p), grid, dim=1).mean().item()
         draws = torch.stack([model.losses(x)["kl"] for _ in range(4000)])
@@ -126,9 +123,8 @@ def test_every_model_iw_estimate_bounds_its_elbo_and_tightens_with_k(name):
     model = MODELS[name]().eval()
     x = binary_images(48)
     with torch.no_grad():
-        elbo = (
-            torch.stack([model.log_weights(x, 1)[0] for _ in range(20)]).mean().item()
-        )  # a 20-draw ELBO
+        # a 20-draw ELBO
+        elbo = torch.stack([model.log_weights(x, 1)[0] for _ in range(20)]).mean().item()
         iw = {
             k: iw_log_likelihood(model, x, k, max_decodes=48 * 50).mean().item() for k in (10, 200)
         }
@@ -203,9 +199,8 @@ def fit_and_save(model: BaseVAE, path: Path) -> Path:
     "name", ["vae+vamp", "vae+iaf", "iwae", "hvae+vamp", "hiwae", "beta-tcvae"]
 )
 def test_a_checkpoint_comes_back_as_the_class_it_was_trained_with(name, tmp_path):
-    if (
-        name == "beta-tcvae"
-    ):  # a fork's subclass, __init__(*args, **kwargs), given Hydra's containers as values
+    # a fork's subclass, __init__(*args, **kwargs), given Hydra's containers as values
+    if name == "beta-tcvae":
         from tests.custom_models import BetaTCVAE
 
         model = BetaTCVAE(
@@ -220,9 +215,8 @@ def test_a_checkpoint_comes_back_as_the_class_it_was_trained_with(name, tmp_path
     path = fit_and_save(model, tmp_path / "model.ckpt")
     torch.load(path, weights_only=True)  # plain values only
     loaded, _ = load_model(path)
-    also = BaseVAE.load_from_checkpoint(
-        path, weights_only=True
-    )  # Lightning's own entry point, on the base class
+    # Lightning's own entry point, on the base class
+    also = BaseVAE.load_from_checkpoint(path, weights_only=True)
     assert type(loaded) is type(model) is type(also)
     assert loaded.hparams == model.hparams
     x = binary_images(8)

@@ -101,9 +101,8 @@ def test_explore_vae_notebook_renders_every_figure(tmp_path):
     ):
         assert_rendered(out / f"{name}.png")
     text = outputs_text(nb)
-    n_test = (
-        500 if (SHARED_DATA / "FashionMNIST").is_dir() else 200
-    )  # generated data has 200 test images
+    # generated data has 200 test images
+    n_test = 500 if (SHARED_DATA / "FashionMNIST").is_dir() else 200
     assert "BetaTCVAE on" in text and "latent_dim=8" in text, text[-2000:]
     assert f"negative ELBO on {n_test} test images" in text, text[-2000:]
 

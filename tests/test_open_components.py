@@ -57,12 +57,10 @@ def test_a_network_from_a_file_under_tests_is_selected_by_its_target_alone(tiny_
         "hidden_dims": [128, 128],
         "activation": "relu",
     }
-    assert any(
-        k.startswith("net.down.1.") for k in ckpt["state_dict"]
-    )  # its own layers, two residual blocks
-    assert result["metrics"]["val/loss"] < 0.6 * 784 * math.log(
-        2
-    )  # it learned (untrained: ~784 log 2)
+    # its own layers, two residual blocks
+    assert any(k.startswith("net.down.1.") for k in ckpt["state_dict"])
+    # it learned (untrained: ~784 log 2)
+    assert result["metrics"]["val/loss"] < 0.6 * 784 * math.log(2)
 
     evaluated = evaluate(run)  # rebuilt from the checkpoint alone: no network named anywhere
     assert evaluated["iw_nll"] <= evaluated["neg_elbo"] + 1.0 and evaluated["latent_dim"] == 20
@@ -108,13 +106,11 @@ def test_the_conv_net_learns_cifar_format_colour_images(tmp_path):
         "trainer.max_epochs=3",
     )
     curves = json.loads((run / "metrics.json").read_text())["metrics"]
-    assert result["epochs"] == 3 and curves["val/loss"] < 0.75 * 3072 * math.log(2), (
-        curves
-    )  # 32x32x3 pixels
+    # 32x32x3 pixels
+    assert result["epochs"] == 3 and curves["val/loss"] < 0.75 * 3072 * math.log(2), curves
     grid = sample(run, tmp_path / "cifar.png", "n=16")
-    assert (
-        grid.shape == (4 * 34 + 2, 4 * 34 + 2, 3) and colourful(grid) > 10
-    )  # 32x32 images, in colour
+    # 32x32 images, in colour
+    assert grid.shape == (4 * 34 + 2, 4 * 34 + 2, 3) and colourful(grid) > 10
     evaluated = evaluate(run)
     assert evaluated["data"] == "CIFAR10DataModule" and evaluated["n_images"] == 100
 

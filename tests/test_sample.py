@@ -59,20 +59,19 @@ def test_decoded_grids_are_in_the_unit_range_and_rows_follow_the_mode(latent2_ru
     z = sample.manifold(module, n=12, nrow=4)
     q = Normal(0.0, 1.0)
     assert torch.allclose(z[:4, 0], q.icdf(torch.linspace(0.05, 0.95, 4)))  # z1 left to right
-    assert torch.allclose(
-        z[::4, 1], q.icdf(torch.linspace(0.95, 0.05, 3))
-    )  # z2 top (high) to bottom
+    # z2 top (high) to bottom
+    assert torch.allclose(z[::4, 1], q.icdf(torch.linspace(0.95, 0.05, 3)))
     lines = sample.interpolate(module, n=18, nrow=6, generator=g, config=config).view(3, 6, 2)
     steps = lines.diff(dim=1)
-    assert torch.allclose(
-        steps, steps[:, :1].expand_as(steps), atol=1e-5
-    )  # straight, evenly spaced
+    # straight, evenly spaced
+    assert torch.allclose(steps, steps[:, :1].expand_as(steps), atol=1e-5)
     walk = sample.traverse(module, n=32, nrow=16, generator=g, config=config, span=3.0).view(
         2, 16, 2
     )
+    # one dim moves by 2 * span, the other stays
     assert torch.allclose(walk[0, -1] - walk[0, 0], torch.tensor([6.0, 0.0])) or torch.allclose(
         walk[0, -1] - walk[0, 0], torch.tensor([0.0, 6.0])
-    )  # one dim moves by 2 * span, the other stays
+    )
     images = module.to_unit_range(module.decode(torch.randn(64, 2) * 3))
     assert images.shape == (64, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
 

@@ -88,16 +88,14 @@ def test_every_run_of_the_sweep_has_its_hparams_in_tensorboard_under_a_name_sayi
 ):
     for r in read_csv(grid / "summary.csv"):
         label = f"model.latent_dim={r['model.latent_dim']},optimizer.lr={r['optimizer.lr']}"
-        folder = (
-            Path(r["run_dir"]) / "tensorboard" / label
-        )  # TensorBoard's run name: "<job>/tensorboard/<label>"
+        # TensorBoard's run name: "<job>/tensorboard/<label>"
+        folder = Path(r["run_dir"]) / "tensorboard" / label
         assert [p.name for p in (Path(r["run_dir"]) / "tensorboard").iterdir()] == [label]
         acc = EventAccumulator(str(folder), size_guidance={"tensors": 0, "scalars": 0}).Reload()
         assert acc.Scalars("val/loss")
         content = acc.PluginTagToContent("hparams")
-        assert (
-            "_hparams_/experiment" not in content
-        )  # one experiment for the whole sweep, in the sweep folder
+        # one experiment for the whole sweep, in the sweep folder
+        assert "_hparams_/experiment" not in content
         session = plugin_data_pb2.HParamsPluginData.FromString(
             content["_hparams_/session_start_info"]
         )
@@ -242,6 +240,7 @@ def test_slurm_native_ddp_configs_compose_one_task_per_gpu(monkeypatch):
 
 
 def test_a_sweep_whose_jobs_all_fail_exits_2_and_damaged_jobs_are_marked(tiny_mnist, tmp_path):
+    # every job fails once its data is read
     proc = run_train(
         "-m",
         f"data.root={tiny_mnist}",
@@ -249,7 +248,7 @@ def test_a_sweep_whose_jobs_all_fail_exits_2_and_damaged_jobs_are_marked(tiny_mn
         *ONE_EPOCH,
         "model.latent_dim=1,2",
         "data.val_size=1000",
-    )  # every job fails once its data is read
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert (
         proc.stderr.strip()
@@ -302,9 +301,8 @@ def test_an_optuna_study_is_shared_by_two_workers_through_sqlite(tiny_mnist, tmp
     from tests.conftest import REPO
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    optuna.create_study(
-        study_name="shared", storage=storage, direction="minimize"
-    )  # once, before the workers
+    # once, before the workers
+    optuna.create_study(study_name="shared", storage=storage, direction="minimize")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     workers = [
         subprocess.Popen(
@@ -334,6 +332,5 @@ def test_an_optuna_study_is_shared_by_two_workers_through_sqlite(tiny_mnist, tmp
         assert w.returncode == 0, err[-3000:]
     study = optuna.load_study(study_name="shared", storage=storage)
     trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(trials) == 4 and study.best_value == min(
-        t.value for t in trials
-    )  # one study, both workers' trials
+    # one study, both workers' trials
+    assert len(trials) == 4 and study.best_value == min(t.value for t in trials)

@@ -41,9 +41,8 @@ def test_run_folder_holds_config_checkpoints_and_metrics(tiny_run):
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     for key in SCALARS + ["test/loss", "best/val_loss"]:
         assert key in metrics["metrics"], key
-    assert (
-        metrics["epochs"] == 3 and metrics["global_step"] == 3 * 16
-    )  # ceil(500 / 32) steps per epoch
+    # ceil(500 / 32) steps per epoch
+    assert metrics["epochs"] == 3 and metrics["global_step"] == 3 * 16
     assert (
         metrics["hparams"]["model.latent_dim"] == 20 and metrics["hparams"]["data.batch_size"] == 32
     )
@@ -78,9 +77,8 @@ def test_a_run_shows_its_config_and_a_summary_and_logs_to_train_log(tiny_mnist, 
         assert line in summary, summary
     log = (run / "train.log").read_text()
     assert "`Trainer.fit` stopped" in log and "summary" in log  # Lightning's messages and ours
-    assert (
-        json.loads((run / "metrics.json").read_text())["metrics"]["lr-Adam"] == 1e-3
-    )  # exact, not float32's
+    # exact, not float32's
+    assert json.loads((run / "metrics.json").read_text())["metrics"]["lr-Adam"] == 1e-3
 
 
 def test_tensorboard_has_every_scalar_and_image_for_every_epoch(tiny_run):
@@ -96,10 +94,8 @@ def test_tensorboard_has_every_scalar_and_image_for_every_epoch(tiny_run):
         pngs = sorted(p.name for p in (tiny_run / "images").glob(f"{tag}_epoch*.png"))
         assert pngs == [f"{tag}_epoch00{e}.png" for e in range(3)], pngs  # the same grids as files
     sample = acc.Images("samples")[0]
-    assert (sample.width, sample.height) == (
-        4 * 30 + 2,
-        4 * 30 + 2,
-    )  # a 4x4 grid of 28x28 with 2px padding
+    # a 4x4 grid of 28x28 with 2px padding
+    assert (sample.width, sample.height) == (4 * 30 + 2, 4 * 30 + 2)
     recon = acc.Images("reconstructions")[0]
     assert (recon.width, recon.height) == (16 * 30 + 2, 2 * 30 + 2)  # inputs above reconstructions
 
@@ -182,9 +178,8 @@ def test_one_real_epoch_on_fashion_mnist(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["global_step"] == 860  # ceil(55000 / 64)
-    assert 230 < metrics["metrics"]["val/loss"] < 290, metrics[
-        "metrics"
-    ]  # nats per image after one epoch
+    # nats per image after one epoch
+    assert 230 < metrics["metrics"]["val/loss"] < 290, metrics["metrics"]
 
 
 def test_a_run_without_callbacks_or_loggers_still_trains_and_reports(tiny_mnist, tmp_path):
@@ -208,9 +203,8 @@ def test_a_run_without_callbacks_or_loggers_still_trains_and_reports(tiny_mnist,
 )
 def test_debug_presets_run(tiny_mnist, tmp_path, preset, steps):
     run = tmp_path / preset.split("=")[1]
-    quick = [
-        a for a in TINY if not a.startswith("trainer.max_epochs")
-    ]  # the preset sets the epochs
+    # the preset sets the epochs
+    quick = [a for a in TINY if not a.startswith("trainer.max_epochs")]
     proc = run_train(
         f"data.root={tiny_mnist}", f"hydra.run.dir={run}", *quick, preset, "data.batch_size=8"
     )
@@ -231,9 +225,8 @@ def test_early_stopping_and_the_profiler_report(tiny_mnist, tmp_path):
         "callbacks.early_stopping.min_delta=1000",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (
-        json.loads((run / "metrics.json").read_text())["epochs"] == 2
-    )  # no epoch improves val/loss by 1000 nats
+    # no epoch improves val/loss by 1000 nats
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
     report = next(run.glob("*profiler*.txt")).read_text()
     assert "Profiler Report" in report and "run_training_epoch" in report
 

@@ -149,9 +149,10 @@ def composition_error(error: Exception, config_name: str, overrides: list[str]) 
             f"{', '.join(options)}"
         )
     cause = error.__cause__
+    # a key no config has
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(
         cause, "full_key", None
-    ):  # a key no config has
+    ):
         key = next(
             (
                 o.split("=")[0].lstrip("+~")
@@ -217,9 +218,8 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-SWEEP_PARENT = (
-    "VAE_LIGHTNING_SWEEP_PARENT"  # the pid of a sweep's launcher, seen by its worker processes
-)
+# the pid of a sweep's launcher, seen by its worker processes
+SWEEP_PARENT = "VAE_LIGHTNING_SWEEP_PARENT"
 
 
 def in_sweep_worker() -> bool:
@@ -277,9 +277,8 @@ def user_error(exc: BaseException) -> UserError | None:
     )
     if isinstance(cause, UserError):
         return cause
-    if isinstance(
-        cause, OmegaConfBaseException
-    ):  # a value the config cannot give: ???, a broken ${...}
+    # a value the config cannot give: ???, a broken ${...}
+    if isinstance(cause, OmegaConfBaseException):
         key = getattr(cause, "full_key", None) or "a setting"
         if isinstance(cause, MissingMandatoryValue):
             return UserError(

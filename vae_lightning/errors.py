@@ -54,9 +54,8 @@ def first_line(error: BaseException) -> str:
     return " ".join(lines[0].split()) if lines else type(error).__name__
 
 
-USER_FULL_ERROR = (
-    "VAE_LIGHTNING_FULL_ERROR"  # the user's HYDRA_FULL_ERROR, once the boundary set its own
-)
+# the user's HYDRA_FULL_ERROR, once the boundary set its own
+USER_FULL_ERROR = "VAE_LIGHTNING_FULL_ERROR"
 
 
 def full_error() -> bool:
@@ -76,9 +75,8 @@ def exit_with(error: UserError) -> NoReturn:
 
 
 def _example(example) -> str:
-    return (
-        "" if example is None else f", e.g. {{key}}={example}"
-    )  # {key}: filled in by SettingError
+    # {key}: filled in by SettingError
+    return "" if example is None else f", e.g. {{key}}={example}"
 
 
 def check_int(key: str, value, low: int | None = None, example=None, note: str = "") -> int:

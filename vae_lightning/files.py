@@ -6,7 +6,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from vae_lightning.errors import UserError
+from vae_lightning.errors import UserError, first_line
 
 
 def output_file(value, key: str, default_name: str) -> Path:
@@ -30,6 +30,22 @@ def output_file(value, key: str, default_name: str) -> Path:
             f"{key}={value} cannot be written ({e.strerror}): choose another {key}=..."
         ) from None
     return path
+
+
+@contextmanager
+def reading(path: str | Path, problem: str, fix: str):
+    """The one way a file the user gives is decoded: inside, whatever the decoding library raises
+    (a truncated zip, a bad pickle, an image its decoder refuses, an unreadable file) becomes one
+    line, ``<path> <problem> (<its type>: <its first line, cut at 160>): <fix>``. Keep only the
+    library's read inside: the file is what is wrong there, whatever the exception's type."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as e:
+        reason = first_line(e)
+        reason = reason if len(reason) <= 160 else reason[:157] + "..."
+        raise UserError(f"{path} {problem} ({type(e).__name__}: {reason}): {fix}") from None
 
 
 @contextmanager

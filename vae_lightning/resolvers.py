@@ -91,9 +91,8 @@ def swept_keys(hydra) -> set[str]:
     try:
         recorded = OmegaConf.load(Path(hydra.sweep.dir) / "multirun.yaml").hydra.overrides.task
         overrides = OverridesParser.create().parse_overrides([str(o) for o in recorded])
-    except (
-        Exception
-    ):  # no multirun.yaml (e.g. a job rerun by hand): fall back to the sweeper's params
+    # no multirun.yaml (e.g. a job rerun by hand): fall back to the sweeper's params
+    except Exception:
         return keys
     return keys | {o.key_or_group for o in overrides if o.is_sweep_override()}
 

@@ -85,8 +85,8 @@ def read_row(job: Path) -> dict:
         "wall_time_s": info.get("wall_time_s", ""),
         "run_dir": str(job),
         "error": "; ".join(damaged) or info.get("error", ""),
-        "hparams": result.get("hparams")
-        or {},  # the job's settings ({} for a job that did not finish)
+        # the job's settings ({} for a job that did not finish)
+        "hparams": result.get("hparams") or {},
     }
     return row
 

@@ -79,9 +79,8 @@ def train(cfg: DictConfig) -> dict:
     this."""
     started = time.perf_counter()
     log_lightning_to_files()
-    run = take_built() or build_run(
-        cfg
-    )  # a single run was built before its folder was made (runs/build.py)
+    # a single run was built before its folder was made (runs/build.py)
+    run = take_built() or build_run(cfg)
     datamodule, model, trainer, ckpt_path = run.datamodule, run.model, run.trainer, run.ckpt_path
     run_dir = Path(cfg.paths.output_dir)
     say_held(run)
@@ -89,9 +88,8 @@ def train(cfg: DictConfig) -> dict:
         show_config(cfg, cfg.paths.output_dir)
     with settings_of("data"):
         datamodule.prepare_data()  # missing or damaged files: one line naming the file
-    record = finished_fit(
-        cfg, run_dir
-    )  # resume=true after a fault during the test pass: only the test is left
+    # resume=true after a fault during the test pass: only the test is left
+    record = finished_fit(cfg, run_dir)
     if record is None:
         record = fit(cfg, trainer, model, datamodule, ckpt_path)
     metrics, best = record["metrics"], record["best_checkpoint"]
@@ -124,12 +122,10 @@ def fit(cfg: DictConfig, trainer: L.Trainer, model, datamodule, ckpt_path: str |
     metrics, the exact final learning rates, the best checkpoint and its val/loss, the run's
     settings."""
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    metrics = {
-        k: float(v) for k, v in trainer.callback_metrics.items()
-    }  # last epoch's train/ and val/
-    for i, optimizer in enumerate(
-        trainer.optimizers
-    ):  # the exact final learning rates, not their float32 copies
+    # last epoch's train/ and val/
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    # the exact final learning rates, not their float32 copies
+    for i, optimizer in enumerate(trainer.optimizers):
         name = f"lr-{type(optimizer).__name__}" + (f"-{i}" if len(trainer.optimizers) > 1 else "")
         if name in metrics:
             metrics[name] = float(optimizer.param_groups[0]["lr"])
@@ -167,14 +163,12 @@ def hydra_main(cfg: DictConfig) -> float | None:
         return record["metrics"].get(metric) if metric else None
     sweep_job = HydraConfig.get().mode == RunMode.MULTIRUN
     held = None
-    if (
-        sweep_job and rank_zero_only.rank == 0
-    ):  # a sweep's job folder is locked like a single run's folder
+    # a sweep's job folder is locked like a single run's folder
+    if sweep_job and rank_zero_only.rank == 0:
         try:
             held = lock(Path(run_dir), "the sweep's job folder")
-        except (
-            UserError
-        ) as e:  # another process trains in it: its run_info.json is not ours to write
+        # another process trains in it: its run_info.json is not ours to write
+        except UserError as e:
             return failed_job(e)
     try:
         return run_and_record(cfg, run_dir, started, metric, sweep_job)

@@ -58,9 +58,8 @@ class DivergenceGuard(Callback):
             if trainer.precision == "32-true"
             else f" or use trainer.precision=32-true (now {trainer.precision})"
         )
-        if (
-            before_any_update
-        ):  # the first batch's loss, computed with the initial weights: lr played no part
+        # the first batch's loss, computed with the initial weights: lr played no part
+        if before_any_update:
             raise Diverged(
                 f"the loss is not finite before the first update ({what}): not the learning rate "
                 "but the data or the model's settings (model.*, data.mean/std) make it so; "

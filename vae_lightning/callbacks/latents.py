@@ -28,9 +28,8 @@ class LatentActivity(L.Callback):
 
     def _reset(self) -> None:
         self.kl: torch.Tensor | None = None
-        self.sums: dict[
-            str, tuple[torch.Tensor, torch.Tensor]
-        ] = {}  # layer -> (sum of mu, sum of mu^2)
+        # layer -> (sum of mu, sum of mu^2)
+        self.sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.count = 0
 
     def on_validation_epoch_start(self, trainer, pl_module):
@@ -40,9 +39,8 @@ class LatentActivity(L.Callback):
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
     ):
         n = len(batch[0])
-        if (
-            outputs.get("kl_dims") is not None
-        ):  # the model's own per-dim KL of this batch (no second pass)
+        # the model's own per-dim KL of this batch (no second pass)
+        if outputs.get("kl_dims") is not None:
             kl = outputs["kl_dims"].double() * n
             self.kl = kl if self.kl is None else self.kl + kl
         for layer, mu in outputs["codes"].items():
@@ -65,9 +63,8 @@ class LatentActivity(L.Callback):
             )
         active = {}
         for layer, (total, squares) in self.sums.items():
-            variance = (
-                (squares - total.pow(2) / self.count) / (self.count - 1)
-            ).cpu()  # as torch.var
+            # as torch.var
+            variance = ((squares - total.pow(2) / self.count) / (self.count - 1)).cpu()
             active[layer] = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
         writer.add_scalar("val/active_units", sum(active.values()), step)
         if len(active) > 1:

@@ -23,11 +23,8 @@ def epoch_step(trainer: L.Trainer) -> int:
     return max(trainer.global_step - 1, 0)
 
 
-DEFINES_MODEL = (
-    "model",
-    "optimizer",
-    "scheduler",
-)  # columns shown first, beside the ones a sweep varies
+# columns shown first, beside the ones a sweep varies
+DEFINES_MODEL = ("model", "optimizer", "scheduler")
 
 
 class HParams(L.Callback):
@@ -59,9 +56,8 @@ class HParams(L.Callback):
     def on_fit_end(self, trainer, pl_module):
         writer = tensorboard(trainer)
         if writer is not None and pl_module.run_config:
-            writer.file_writer.add_summary(
-                hparams_summary({}, {})[2]
-            )  # the session ended (status: success)
+            # the session ended (status: success)
+            writer.file_writer.add_summary(hparams_summary({}, {})[2])
             writer.flush()
 
 

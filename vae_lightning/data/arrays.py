@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from vae_lightning.data.in_memory import InMemoryImageDataModule
-from vae_lightning.errors import SettingError, UserError, check_int, first_line
+from vae_lightning.errors import SettingError, UserError, check_int
+from vae_lightning.files import reading
 
 HOLD_OUT_SEED = 20_240_601  # the held-out test set never depends on data.seed
 CHANNELS = (1, 3, 4)
@@ -179,14 +180,9 @@ class ArrayDataModule(InMemoryImageDataModule):
 
     def _read(self, get):
         """``get()``, with numpy's complaints about an unreadable file as one-line UserErrors."""
-        try:
+        fix = f"point data.path at a {FORMAT} holding numeric arrays (no pickled objects)"
+        with reading(self.path, "cannot be read", fix):
             return get()
-        except (OSError, ValueError, EOFError) as e:
-            reason = first_line(e)
-            raise UserError(
-                f"{self.path} cannot be read ({reason}): point data.path at a {FORMAT} "
-                "holding numeric arrays (no pickled objects)"
-            ) from None
 
     def _array(self, key: str) -> np.ndarray | None:
         """The array ``key`` of the file (None if absent), read once."""

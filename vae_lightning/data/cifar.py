@@ -16,7 +16,8 @@ from torchvision import datasets
 
 from vae_lightning.data.download import fetch
 from vae_lightning.data.in_memory import InMemoryImageDataModule
-from vae_lightning.errors import UserError, check_bool, first_line
+from vae_lightning.errors import UserError, check_bool
+from vae_lightning.files import reading
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -30,13 +31,9 @@ def read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, 3, 32, 32) uint8 and labels (N,) int64 of one pickled batch; UserError naming the
     file if damaged."""
     fix = "delete it (data.download=true fetches the dataset again) or replace it with a good copy"
-    try:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
+    with reading(path, "is damaged (not a CIFAR batch)", fix), open(path, "rb") as f:
+        batch = pickle.load(f, encoding="latin1")  # truncated, not a pickle, not a dict...
         data, labels = np.asarray(batch["data"]), np.asarray(batch["labels"])
-    except Exception as e:  # truncated, not a pickle, not a dict, keys missing...
-        reason = f"{type(e).__name__}: {first_line(e)}"
-        raise UserError(f"{path} is damaged (not a CIFAR batch: {reason}): {fix}") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise UserError(
             f"{path} is damaged (data is {data.dtype} {list(data.shape)}, "

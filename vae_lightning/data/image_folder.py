@@ -19,7 +19,8 @@ from torchvision.transforms.v2 import functional as F
 
 from vae_lightning.data.arrays import Split, hold_out
 from vae_lightning.data.in_memory import InMemoryImageDataModule
-from vae_lightning.errors import SettingError, UserError, check_int, first_line
+from vae_lightning.errors import SettingError, UserError, check_int
+from vae_lightning.files import reading
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 LAYOUT = "train/ (and optionally test/) holding class subfolders of images, or images"
@@ -68,7 +69,7 @@ def scan(folder: Path) -> tuple[list[Path], list[int], list[str] | None]:
 def decode(path: Path, channels: int) -> torch.Tensor:
     """uint8 (channels, H, W) image of one file; UserError naming the file if it cannot be
     decoded."""
-    try:
+    with reading(path, "cannot be decoded as an image", "remove or replace it"):
         if path.suffix.lower() == ".bmp":
             with Image.open(path) as image:
                 image = F.pil_to_tensor(image.convert("L" if channels == 1 else "RGB"))
@@ -77,15 +78,10 @@ def decode(path: Path, channels: int) -> torch.Tensor:
                 read_file(str(path)),
                 mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB,
             )
-    except (RuntimeError, OSError, ValueError) as e:
-        raise UserError(
-            f"{path} cannot be decoded as an image ({first_line(e)}): remove or replace it"
-        ) from None
     if image.ndim == 4:
         image = image[0]  # an animated GIF: its first frame
-    image = F.to_dtype(image, torch.uint8, scale=True)[
-        : 3 if image.shape[0] >= 3 else 1
-    ]  # 16-bit PNG; no alpha
+    # 16-bit PNG; no alpha
+    image = F.to_dtype(image, torch.uint8, scale=True)[: 3 if image.shape[0] >= 3 else 1]
     if image.shape[0] != channels:  # GIF and WebP decode to RGB whatever the mode
         image = F.rgb_to_grayscale(image) if channels == 1 else image.expand(3, -1, -1)
     return image

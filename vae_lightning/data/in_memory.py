@@ -188,9 +188,8 @@ class InMemoryImageDataModule(ImageDataModule):
         if on_device is not None:
             check_bool("on_device", on_device)
         self.on_device = on_device
-        self._official: dict[
-            bool, tuple[torch.Tensor, torch.Tensor]
-        ] = {}  # official train / test split, until setup
+        # official train / test split, until setup
+        self._official: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._device_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 

@@ -152,9 +152,10 @@ def make_image_folder(
             folder = Path(root) / split / name
             folder.mkdir(parents=True, exist_ok=True)
             images, _ = colour_images(n, seed=10 * s + k + 4, size=size)
+            # class colour
             images[:, :, : max(1, images.shape[2] // 8)] = (PALETTE[k % 10] * 255).round()[
                 :, None, None
-            ]  # class colour
+            ]
             for i, image in enumerate(images):
                 Image.fromarray(image.transpose(1, 2, 0)).save(folder / f"{k}_{i}.png")
     return Path(root)

@@ -40,9 +40,8 @@ from vae_lightning.models.components import load_class, plain
 from vae_lightning.models.likelihoods import Likelihood, per_channel_range
 
 STAGES, TERMS = ("train", "val", "test"), ("loss", "recon", "kl")
-OBJECTIVE = (
-    "objective"  # what the gradient follows in training, logged when it differs from the ELBO
-)
+# what the gradient follows in training, logged when it differs from the ELBO
+OBJECTIVE = "objective"
 MODEL_CLASS = "model_class"  # the checkpoint key naming the class a checkpoint was trained with
 
 
@@ -77,9 +76,8 @@ class BaseVAE(L.LightningModule):
     checkpoint alone rebuilds the model with ``torch.load(weights_only=True)``, whatever the
     subclass's ``__init__`` looks like."""
 
-    extra_terms: tuple[
-        str, ...
-    ] = ()  # more per-image terms that losses() returns and */<term> logs
+    # more per-image terms that losses() returns and */<term> logs
+    extra_terms: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -277,9 +275,8 @@ class BaseVAE(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        if (
-            "steps_per_epoch" in inspect.signature(self.scheduler_factory).parameters
-        ):  # a schedule in optimizer steps
+        # a schedule in optimizer steps
+        if "steps_per_epoch" in inspect.signature(self.scheduler_factory).parameters:
             epochs = max(1, self.trainer.max_epochs or 1)
             steps_per_epoch = (
                 self.trainer.estimated_stepping_batches / epochs

@@ -71,10 +71,8 @@ class HVAE(BaseVAE):
         make_activation(activation)
         super().__init__(**settings)
         self.latent_dims, self.latent_dim = latent_dims, latent_dims[-1]
-        below = [
-            math.prod(self.input_shape),
-            *latent_dims[:-1],
-        ]  # what each stochastic layer is computed from
+        # what each stochastic layer is computed from
+        below = [math.prod(self.input_shape), *latent_dims[:-1]]
         self.encoders = nn.ModuleList(
             GaussianLayer(i, h, d, activation) for i, h, d in zip(below, hidden_dims, latent_dims)
         )
@@ -128,9 +126,8 @@ class HVAE(BaseVAE):
         h = x.flatten(1)
         for i, encoder in enumerate(self.encoders):
             mu, logvar = encoder(h)
-            z, lq = gaussian_rsample(
-                mu, logvar, n if i == 0 else None
-            )  # later layers: one draw per z_1 draw
+            # later layers: one draw per z_1 draw
+            z, lq = gaussian_rsample(mu, logvar, n if i == 0 else None)
             zs.append(z.float())
             log_q, h = log_q + lq, z
         log_p = self.prior.log_prob(zs[-1], self.encode_gaussian)

@@ -28,9 +28,8 @@ def iwae_paper(
         total += 3**i
         ends.append(total)
     scale = epochs * steps_per_epoch / total
-    milestones = [
-        max(1, round(end * scale)) for end in ends[:-1]
-    ]  # a repeated milestone decays the lr twice
+    # a repeated milestone decays the lr twice
+    milestones = [max(1, round(end * scale)) for end in ends[:-1]]
     return torch.optim.lr_scheduler.MultiStepLR(
         optimizer, milestones=milestones, gamma=10 ** (-1 / 7)
     )

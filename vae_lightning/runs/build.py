@@ -267,9 +267,8 @@ class BuildRun(Callback):
         from vae_lightning import boundary
 
         global _built
-        with open_dict(
-            config.hydra.runtime
-        ):  # what run_job sets next: ${paths.output_dir} resolves now
+        # what run_job sets next: ${paths.output_dir} resolves now
+        with open_dict(config.hydra.runtime):
             config.hydra.runtime.output_dir = os.path.abspath(str(config.hydra.run.dir))
         from hydra.core.hydra_config import HydraConfig
 

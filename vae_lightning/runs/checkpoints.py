@@ -208,9 +208,8 @@ def load_model(
     config = apply_overrides(model.run_config or {}, overrides or {}, path)
     model.run_config = config
     if overrides:
-        build_datamodule(
-            config, model
-        )  # refuse data the model cannot take before anything is computed
+        # refuse data the model cannot take before anything is computed
+        build_datamodule(config, model)
     return model.to(map_location).eval(), config
 
 

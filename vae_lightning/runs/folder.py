@@ -117,9 +117,8 @@ class RunFolderGuard(Callback):
     with one line and exit 2; then hold the folder's lock while this run lasts."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        if (
-            rank_zero_only.rank != 0
-        ):  # another task of the same srun step (trainer=slurm): rank zero guards the folder
+        # another task of the same srun step (trainer=slurm): rank zero guards the folder
+        if rank_zero_only.rank != 0:
             return
         folder = Path(str(config.hydra.run.dir))
         held = None

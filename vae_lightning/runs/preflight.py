@@ -170,8 +170,9 @@ def check_nodes(cfg: DictConfig) -> None:
         SLURMEnvironment.detect(),
         TorchElasticEnvironment.detect(),
         LSFEnvironment.detect(),
+        # by hand (or Kubeflow's): NODE_RANK on every node
         "NODE_RANK" in os.environ,
-    )  # by hand (or Kubeflow's): NODE_RANK on every node
+    )
     if nodes > 1 and not any(launched):
         raise SettingError(
             "trainer.num_nodes",

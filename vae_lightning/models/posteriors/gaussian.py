@@ -11,9 +11,8 @@ def gaussian_rsample(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One draw per image in the network's precision (n=None), or n draws in fp32,
     with log q(z | x)."""
-    q = Normal(
-        mu.float(), (0.5 * logvar.float()).exp(), validate_args=False
-    )  # NaN is the divergence guard's
+    # NaN is the divergence guard's
+    q = Normal(mu.float(), (0.5 * logvar.float()).exp(), validate_args=False)
     if n is None:
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         return z, q.log_prob(z.float()).sum(-1)

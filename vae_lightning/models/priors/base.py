@@ -73,9 +73,8 @@ class MixturePrior(Prior):
             - 2 * flat @ (mu * precision).T
             + (mu.pow(2) * precision).sum(1)
         )
-        log_normal = -0.5 * (
-            quadratic.clamp(min=0) + logvar.sum(1) + z.shape[-1] * LOG_2PI
-        )  # (N, K)
+        # (N, K)
+        log_normal = -0.5 * (quadratic.clamp(min=0) + logvar.sum(1) + z.shape[-1] * LOG_2PI)
         log_p = torch.logsumexp(log_normal + torch.log_softmax(logits, 0), dim=1)
         return log_p.reshape(z.shape[:-1])
 
