@@ -30,6 +30,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from vae_lightning.errors import USER_FULL_ERROR, UserError, exit_with, first_line, full_error
+from vae_lightning.resolvers import override_key
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 HYDRA_FLAGS_WITHOUT_VALUE = {"-m", "--multirun", "--resolve"}
@@ -100,14 +101,6 @@ def compose(config_name: str, overrides: list[str]):
         GlobalHydra.instance().clear()
 
 
-def composes(config_name: str, overrides: list[str]) -> bool:
-    try:
-        compose(config_name, overrides)
-    except Exception:
-        return False
-    return True
-
-
 def known_keys(config_name: str, overrides: list[str]) -> list[str]:
     """Every dotted key of the config these overrides compose (none when they do not)."""
     from omegaconf import OmegaConf
@@ -153,21 +146,14 @@ def composition_error(error: Exception, config_name: str, overrides: list[str]) 
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(
         cause, "full_key", None
     ):
-        key = next(
-            (
-                o.split("=")[0].lstrip("+~")
-                for o in overrides
-                if o.split("=")[0].lstrip("+~").startswith(str(cause.full_key))
-            ),
-            str(cause.full_key),
-        )
-        return not_a_setting(
-            key, config_name, [o for o in overrides if not o.lstrip("+~").startswith(key)]
-        )
+        keys = [override_key(o) for o in overrides]
+        key = next((k for k in keys if k.startswith(str(cause.full_key))), str(cause.full_key))
+        others = [o for o in overrides if not override_key(o).startswith(key)]
+        return not_a_setting(key, config_name, others)
     at_fault = [
         o
         for i, o in enumerate(overrides)
-        if composes(config_name, overrides[:i] + overrides[i + 1 :])
+        if known_keys(config_name, overrides[:i] + overrides[i + 1 :])  # the rest composes
     ]
     if len(at_fault) == 1:
         override = at_fault[0]
