@@ -158,6 +158,9 @@ def table(tiny_mnist: Path, tmp: Path, ckpt: Path) -> dict[str, tuple[str, list[
         "unknown network option": (TRAIN, [root, "model/net=xyz"], "model/net=xyz is not a model/net option: choose one of conv, mlp", pre),
         "unknown optimizer option": (TRAIN, [root, "optimizer=sgd"], "optimizer=sgd is not a optimizer option", pre),
         "unknown dataset name": (TRAIN, [root, "data.name=cifar"], "data.name='cifar' is not one of fashion_mnist, kmnist, mnist", pre),
+        "sweep: misspelt swept key": (TRAIN, ["-m", root, "model.latant_dim=2,3"], "model.latant_dim is not a setting (did you mean model.latent_dim?)", pre),
+        "sweep: second value not an option": (TRAIN, ["-m", root, "model/net=mlp,cnv"], "model/net=cnv is not a model/net option (did you mean conv?)", pre),
+        "sweep: misspelt fixed key": (TRAIN, ["-m", root, "model.latent_dim=2,3", "optimizer.lrr=1"], "optimizer.lrr is not a setting (did you mean optimizer.lr?)", pre),
         "no = in an override": (TRAIN, [root, "latent_dim"], "cannot read the command line (Error parsing override 'latent_dim'", pre),
         "unclosed list": (TRAIN, [root, "model.net.hidden_dims=[1,2"], "cannot read the command line", pre),
         "network target missing": (TRAIN, [root, "model.net._target_=nowhere.Net"], "model.net._target_='nowhere.Net' cannot be loaded", pre),
@@ -287,7 +290,8 @@ def outcomes(tiny_mnist, latent2_run, tmp_path_factory):
     if not OFFLINE:  # a download server answers: that case would download
         del cases["root missing, offline"]
     runs = {name: tmp / "runs" / str(i) for i, name in enumerate(cases)}
-    args = [(m, [*a, f"hydra.run.dir={runs[n]}"] if m == TRAIN and not any(x.startswith(("hydra.run.dir=", "paths.log_dir=")) for x in a)
+    args = [(m, [*a, f"hydra.{'sweep' if '-m' in a else 'run'}.dir={runs[n]}"]
+             if m == TRAIN and not any(x.startswith(("hydra.run.dir=", "paths.log_dir=")) for x in a)
              else a, {}) for n, (m, a, _, _) in cases.items()]
     args += [(TRAIN, [f"data.root={tiny_mnist}", "model.latent_dim=0", f"hydra.run.dir={tmp / 'full'}"], {"HYDRA_FULL_ERROR": "1"})]
     started = time.perf_counter()

@@ -86,19 +86,42 @@ def test_what_a_default_run_imports_is_a_declared_dependency():
         assert package in declared, package
 
 
-def test_a_single_run_is_composed_once_by_hydra_and_a_sweep_first_here(monkeypatch):
-    """The boundary composes a command line itself only for a sweep (whose folder Hydra makes before
-    its jobs compose); a single run is composed by Hydra alone, whose typed errors it reads."""
+def test_a_command_line_is_composed_by_hydra_and_each_swept_value_once_before_the_sweep_folder(
+    monkeypatch,
+):
+    """The boundary composes no command line itself (Hydra does, and raises its typed errors); a
+    sweep's values are each composed once, by Hydra's loader, before the sweep's folder exists."""
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
     from vae_lightning import boundary
     from vae_lightning.errors import USER_FULL_ERROR
+    from vae_lightning.runs.build import BuildRun
 
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
     monkeypatch.setenv(USER_FULL_ERROR, "0")
     composed = []
     monkeypatch.setattr(boundary, "compose", lambda name, overrides: composed.append(overrides))
-    monkeypatch.setattr(sys, "argv", ["vae-train", "model.latent_dim=3"])
-    boundary.run(lambda: None, "train")
+    for argv in (["model.latent_dim=3"], ["-m", "model.latent_dim=3,4", "seed=1"]):
+        monkeypatch.setattr(sys, "argv", ["vae-train", *argv])
+        boundary.run(lambda: None, "train")
     assert composed == []
-    monkeypatch.setattr(sys, "argv", ["vae-train", "-m", "model.latent_dim=3,4", "seed=1"])
-    boundary.run(lambda: None, "train")
-    assert composed == [["model.latent_dim=3", "seed=1"]]  # one value per swept key
+    probes = boundary.sweep_probes(["-m", "model.latent_dim=3,4,5", "model/net=mlp,conv", "seed=1"])
+    assert probes == [
+        ["model.latent_dim=3", "model/net=mlp", "seed=1"],
+        ["model.latent_dim=4", "model/net=mlp", "seed=1"],
+        ["model.latent_dim=5", "model/net=mlp", "seed=1"],
+        ["model.latent_dim=3", "model/net=conv", "seed=1"],
+    ]  # each value once: 4 compositions for the 6 jobs
+    loaded = []
+
+    class Loader:
+        def load_sweep_config(self, config, overrides):
+            loaded.append(overrides)
+
+    monkeypatch.setattr(GlobalHydra, "config_loader", lambda self: Loader())
+    config = OmegaConf.create(
+        {"hydra": {"overrides": {"task": ["model.latent_dim=3,4", "seed=1"]}}}
+    )
+    BuildRun().on_multirun_start(config=config, config_name="train")
+    assert loaded == [["model.latent_dim=3", "seed=1"], ["model.latent_dim=4", "seed=1"]]

@@ -6,7 +6,6 @@ still shows its traceback.
                                    raises what does not compose to us; composition_error makes it
                                    one line with "did you mean" from Hydra's exception types and
                                    the override at fault (never from the wording of its messages)
-    preflight(config_name, argv)   a sweep's command line composed before Hydra makes its folder
     user_error(exc)                the one-line UserError for what torch, Lightning or the OS raised
                                    because of the input (a refused Trainer setting, a full disk...),
                                    or None for a bug
@@ -42,9 +41,10 @@ NOT_HERE = {
 }
 
 
-def _overrides(argv: list[str]) -> list[str] | None:
-    """The overrides of a command line, one value per sweep (the first); None when other Hydra flags
-    are used (--cfg, --help, -cn...), which Hydra handles itself."""
+def sweep_probes(argv: list[str]) -> list[list[str]] | None:
+    """The jobs that try each value of a command line once: its first job (the first value of each
+    sweep), then each other value of a swept key with the rest at their first; None when other Hydra
+    flags are used (--cfg, --help, -cn...), which Hydra handles itself."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
@@ -58,18 +58,26 @@ def _overrides(argv: list[str]) -> list[str] | None:
         raise UserError(
             f"cannot read the command line ({'; '.join(lines)}): write each setting as key=value"
         ) from None
-    single = []
+    values = []  # per override: its values, as override lines
     for o in parsed:
         if o.get_key_element().lstrip("+~").startswith("hydra"):
             continue  # Hydra's own settings: Hydra checks them
-        if o.is_sweep_override():
-            try:
-                single.append(f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}")
-            except Exception:  # interval sweeps (Optuna): no value to try
-                continue
-        else:
-            single.append(o.input_line)
-    return single
+        if not o.is_sweep_override():
+            values.append([o.input_line])
+            continue
+        try:
+            values.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+        except Exception:  # interval sweeps (Optuna): no value to try
+            continue
+    first = [v[0] for v in values]
+    others = [first[:i] + [v] + first[i + 1 :] for i, vs in enumerate(values) for v in vs[1:]]
+    return [first, *others]
+
+
+def first_job(argv: list[str]) -> list[str] | None:
+    """The overrides of a command line, one value per sweep (the first: a sweep's first job)."""
+    probes = sweep_probes(argv)
+    return None if probes is None else probes[0]
 
 
 def _keys(tree: dict, prefix: str = "") -> list[str]:
@@ -173,18 +181,6 @@ def composition_error(error: Exception, config_name: str, overrides: list[str]) 
             return not_a_setting(name, config_name, others)
         return UserError(f"{override} does not compose: {first_line(error)}")
     return UserError(f"the overrides do not compose: {first_line(error)}")
-
-
-def preflight(config_name: str, argv: list[str]):
-    """Compose ``config_name`` with the command line's overrides: UserError for any that do not
-    compose, before Hydra runs anything (no run folder, no multi-line block)."""
-    overrides = _overrides(argv)
-    if overrides is None:
-        return None
-    try:
-        return compose(config_name, overrides)
-    except Exception as e:
-        raise composition_error(e, config_name, overrides) from None
 
 
 def descendants(pid: int) -> list[int]:
@@ -347,20 +343,11 @@ def quiet_dependency_notices() -> None:
 def run(hydra_main, config_name: str) -> None:
     """An entry point's ``main()``: run the Hydra task, with what does not compose as one line.
 
-    A single run's command line is composed once, by Hydra, which raises its own exception types to
-    us (``HYDRA_FULL_ERROR`` set for it; the user's own value is kept for ``full_error``). A sweep's
-    is composed here first, one value per swept key, because Hydra makes the sweep's folder before
-    its jobs compose."""
+    The command line is composed by Hydra alone, which raises its own exception types to us
+    (``HYDRA_FULL_ERROR`` set for it; the user's own value is kept for ``full_error``); a sweep's
+    first job is composed before the sweep's folder exists (runs/build.BuildRun)."""
     quiet_dependency_notices()
     argv = sys.argv[1:]
-    try:
-        if "-m" in argv or "--multirun" in argv:
-            preflight(config_name, argv)
-    except Exception as e:
-        error = user_error(e)
-        if error is None or full_error():
-            raise
-        exit_with(error)
     before = {k: os.environ.get(k) for k in (USER_FULL_ERROR, "HYDRA_FULL_ERROR")}
     os.environ[USER_FULL_ERROR] = "1" if full_error() else "0"  # seen by the processes it starts
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises, rather than prints, what does not compose
@@ -370,7 +357,7 @@ def run(hydra_main, config_name: str) -> None:
         if full_error():
             raise
         try:
-            error = composition_error(e, config_name, _overrides(argv) or [])
+            error = composition_error(e, config_name, first_job(argv) or [])
         except UserError as unreadable:  # the command line itself cannot be parsed
             error = unreadable
         exit_with(error)

@@ -6,7 +6,7 @@ settings as it is built, before the run folder exists; the same objects are then
                      checkpoint it starts from
     BuildRun         the Hydra callback that calls it for a single run before Hydra makes the run
                      folder (a sweep's jobs build in their own job, where a refused one is a failed
-                     row)
+                     row; each value of a sweep is composed once before its folder exists)
 
 What a library refuses (torch's optimizer, Lightning's Trainer and callbacks) is named by the
 setting whose removal makes the library accept the rest: its message is shown, never parsed.
@@ -261,7 +261,22 @@ def take_built() -> Run | None:
 
 class BuildRun(Callback):
     """Hydra callback: a single run is built before Hydra makes its folder, so a refused one leaves
-    none."""
+    none; each value of a sweep is composed once before Hydra makes the sweep's folder, so a command
+    line that does not compose leaves none either."""
+
+    def on_multirun_start(self, config: DictConfig, config_name: str, **kwargs) -> None:
+        from hydra.core.global_hydra import GlobalHydra
+
+        from vae_lightning import boundary
+
+        loader = GlobalHydra.instance().config_loader()
+        for job in boundary.sweep_probes(list(config.hydra.overrides.task)) or []:
+            try:
+                loader.load_sweep_config(config, job)
+            except Exception as e:  # Hydra turns a callback's exception into a warning: exit here
+                if boundary.full_error():
+                    raise
+                exit_with(boundary.composition_error(e, config_name, job))
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from vae_lightning import boundary
