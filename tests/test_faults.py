@@ -96,8 +96,9 @@ def callback_overrides(name: str, cls: type, **kw) -> list[str]:
     ]
 
 
-def start_train(*args: str) -> tuple[subprocess.Popen, Path]:
-    """Start the entry point in the background (as a user's terminal would) and return it."""
+def start_train(*args: str, session: bool = False) -> subprocess.Popen:
+    """Start the entry point in the background (as a user's terminal would) and return it; with
+    ``session``, in a process group of its own, which a terminal's Ctrl-C reaches as a whole."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.Popen(
@@ -111,6 +112,7 @@ def start_train(*args: str) -> tuple[subprocess.Popen, Path]:
         # ignored, which its children would inherit and Python would then never raise
         # KeyboardInterrupt
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        start_new_session=session,
     )
 
 
@@ -607,9 +609,11 @@ def test_a_bug_in_a_researchers_callback_shows_its_traceback(tiny_mnist, tmp_pat
     assert "check the callbacks.mine" not in proc.stderr
 
 
-def test_sigterm_to_a_parallel_sweep_reaches_every_job_and_each_saves(tiny_mnist, tmp_path):
-    """hydra/launcher=joblib trains the jobs in worker processes: SIGTERM to the command stops them
-    all, each saving its last.ckpt and recording how to resume, and none is left training."""
+@pytest.mark.parametrize("stop", ["SIGTERM", "Ctrl-C"])
+def test_a_stopped_parallel_sweep_stops_every_job_and_each_saves(tiny_mnist, tmp_path, stop):
+    """hydra/launcher=joblib trains the jobs in worker processes: SIGTERM to the command, or Ctrl-C
+    in its terminal (SIGINT to its whole process group), stops them all, each saving its last.ckpt
+    and recording how to resume (none killed mid-save by its pool), and none is left training."""
     sweep, paused = tmp_path / "sweep", tmp_path / "paused"
     paused.mkdir()
     proc = start_train(
@@ -621,6 +625,7 @@ def test_sigterm_to_a_parallel_sweep_reaches_every_job_and_each_saves(tiny_mnist
         *QUICK,
         "seed=1,2",
         *callback_overrides("pause", PauseEachUntilSigterm, epoch=0, batch=3, folder=paused),
+        session=True,
     )
     deadline = time.monotonic() + 240
     while len(list(paused.iterdir())) < 2:
@@ -628,9 +633,13 @@ def test_sigterm_to_a_parallel_sweep_reaches_every_job_and_each_saves(tiny_mnist
         assert time.monotonic() < deadline, "the jobs never reached the pause point"
         time.sleep(0.1)
     workers = [int(p.name) for p in paused.iterdir()]
-    proc.send_signal(signal.SIGTERM)
+    if stop == "SIGTERM":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=240)
-    assert proc.returncode == 143, err[-3000:]
+    assert proc.returncode == {"SIGTERM": 143, "Ctrl-C": 130}[stop], err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
     for job in ("0", "1"):
         assert json.loads((sweep / job / "run_info.json").read_text())["status"] == "interrupted", (
             err[-3000:]

@@ -13,7 +13,7 @@ still shows its traceback.
                                    (``<run>/train.log``)
 
 ``HYDRA_FULL_ERROR=1`` shows the full traceback on the terminal instead of the one line.
-Also here: SIGTERM to a sweep whose jobs train in worker processes reaches every worker.
+Also here: SIGTERM or Ctrl-C to a sweep whose jobs train in worker processes reaches every worker.
 """
 
 import contextlib
@@ -217,30 +217,57 @@ def end_process(code: int) -> None:
     os._exit(code)
 
 
-def forward_sigterm(grace_s: float = 120.0) -> None:
-    """SIGTERM to this process (a sweep's launcher, whose jobs train in worker processes) reaches
-    every worker: each saves its last.ckpt and records how to resume; then this process exits 143 as
-    SIGTERM's code."""
+def training_jobs(sweep_dir: Path) -> list[int]:
+    """The live processes that hold a job folder's lock in ``sweep_dir`` (jobs still training)."""
+    pids = []
+    for lock in Path(sweep_dir).glob("*/.lock"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int(lock.read_text().split()[0])
+            if Path(f"/proc/{pid}").exists():
+                pids.append(pid)
+    return pids
+
+
+def forward_stops(sweep_dir: Path, grace_s: float = 120.0) -> None:
+    """SIGTERM or Ctrl-C to this process (a sweep's launcher, whose jobs train in worker processes)
+    reaches every worker as SIGTERM: each saves its last.ckpt and records how to resume; then this
+    process exits with the signal's shell code (143, 130). The workers ignore the terminal's own
+    SIGINT (ignore_terminal_interrupt), so each is stopped once, and none is killed mid-save by its
+    pool: this process waits (up to ``grace_s``) for the processes that hold the locks of
+    ``sweep_dir``'s jobs to end."""
     import signal
     import time
 
     def stop_workers(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C would not wait for the saves
         workers = descendants(os.getpid())
+        how = "stopped by SIGTERM" if signum == signal.SIGTERM else "interrupted (Ctrl-C)"
         print(
-            f"stopped by SIGTERM: passing it on to the sweep's {len(workers)} worker processes",
+            f"{how}: stopping the sweep's {len(workers)} worker processes (each saves its "
+            "last.ckpt)",
             file=sys.stderr,
             flush=True,
         )
         for pid in workers:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        jobs, deadline = set(training_jobs(sweep_dir)), time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in jobs):
             time.sleep(0.2)
         end_process(128 + signum)
 
     os.environ[SWEEP_PARENT] = str(os.getpid())
     signal.signal(signal.SIGTERM, stop_workers)
+    signal.signal(signal.SIGINT, stop_workers)
+
+
+def ignore_terminal_interrupt() -> None:
+    """In a sweep's worker process: Ctrl-C reaches the launcher, which stops this worker with
+    SIGTERM (forward_stops)."""
+    import signal
+
+    if in_sweep_worker():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def user_error(exc: BaseException) -> UserError | None:
@@ -371,8 +398,11 @@ def run(hydra_main, config_name: str) -> None:
 
 class SweepSignals(Callback):
     """Hydra callback: when a sweep's jobs train in processes of their own (a launcher other than
-    Hydra's basic one, e.g. joblib), SIGTERM to the command reaches them all."""
+    Hydra's basic one, e.g. joblib), SIGTERM or Ctrl-C to the command reaches them all."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
         if "BasicLauncher" not in str(config.hydra.launcher.get("_target_")):
-            forward_sigterm()
+            forward_stops(Path(str(config.hydra.sweep.dir)))
+
+    def on_job_start(self, config, **kwargs) -> None:
+        ignore_terminal_interrupt()
