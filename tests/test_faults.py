@@ -3,9 +3,12 @@
 import json
 import os
 import random
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -668,3 +671,65 @@ def test_a_real_full_disk_inside_torch_save_names_the_checkpoint_in_one_line(tmp
     assert raised.value.errno == 28 and raised.value.filename == str(target)
     line = str(boundary.user_error(raised.value))
     assert line.startswith(f"cannot use {target} (No space left on device): free some space"), line
+
+
+class ReadOnlyAt(Callback):
+    """Test instrumentation: at the start of ``epoch`` the run folder and all in it turn read-only
+    (a quota, an admin, a mount remounted read-only)."""
+
+    def __init__(self, epoch: int, folder: str) -> None:
+        self.epoch, self.folder = epoch, Path(folder)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            for path in [self.folder, *self.folder.rglob("*")]:
+                path.chmod(path.stat().st_mode & ~0o222)
+
+
+def obeys_permissions() -> list[str] | None:
+    """The command prefix under which this user's processes obey file permissions (root ignores
+    them: capsh drops that capability), or None where none can be had."""
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("capsh"):
+        return None
+    prefix = ["capsh", "--drop=cap_dac_override", "--", "-c"]
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o555)
+        probe = subprocess.run([*prefix, f"touch {folder}/x"], capture_output=True)
+        os.chmod(folder, 0o755)
+    return prefix if probe.returncode != 0 else None
+
+
+def test_a_run_folder_turned_read_only_is_one_line_and_keeps_its_checkpoint(tiny_mnist, tmp_path):
+    """The run folder turns read-only mid-run: the run ends with one line naming the file it could
+    not write (no traceback, from the main thread or TensorBoard's writer thread), and the
+    checkpoint written before is intact."""
+    prefix = obeys_permissions()
+    if prefix is None:
+        pytest.skip("cannot run a process that obeys file permissions here")
+    run = tmp_path / "run"
+    args = [
+        sys.executable,
+        "-m",
+        "vae_lightning.train",
+        f"data.root={tiny_mnist}",
+        *QUICK,
+        "trainer.max_epochs=3",
+        f"hydra.run.dir={run}",
+        *callback_overrides("read_only", ReadOnlyAt, epoch=1, folder=run),
+    ]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    command = [*prefix, shlex.join(args)] if prefix else args
+    try:
+        proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    finally:
+        for path in [run, *run.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert lines[-1].startswith(f"error: cannot use {run}/") and "(Permission denied)" in lines[-1]
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["epoch"] == 0 and saved["global_step"] == STEPS_PER_EPOCH
+    assert not (run / "metrics.json").exists()  # no record claims a result

@@ -26,11 +26,14 @@ import traceback
 import warnings
 from pathlib import Path
 
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
 
 from vae_lightning.errors import USER_FULL_ERROR, UserError, exit_with, first_line, full_error
 from vae_lightning.resolvers import override_key
 
+# what Hydra raises for a command line that does not compose (HYDRA_FULL_ERROR set)
+COMPOSITION = (ConfigCompositionException, MissingConfigException, OverrideParseException)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 HYDRA_FLAGS_WITHOUT_VALUE = {"-m", "--multirun", "--resolve"}
 # sections that an entry point's config leaves out on purpose, and why
@@ -301,7 +304,7 @@ def user_error(exc: BaseException) -> UserError | None:
         errno.EPERM,
         errno.EROFS,
     ):
-        where = cause.filename or "a file"
+        where = os.fsdecode(cause.filename) if cause.filename else "a file"
         if cause.errno in (errno.ENOSPC, errno.EDQUOT):
             fix = (
                 "free some space, or point hydra.run.dir (or paths.log_dir) at another disk; "
@@ -367,6 +370,21 @@ def quiet_dependency_notices() -> None:
     )
 
 
+def say_thread_errors() -> None:
+    """An exception that ends a background thread (TensorBoard's event writer on a folder turned
+    read-only...) is one warning line when the user's input caused it; a bug keeps its traceback."""
+    import threading
+
+    def hook(args) -> None:
+        error = user_error(args.exc_value) if args.exc_value is not None else None
+        if error is None or full_error():
+            threading.__excepthook__(args)
+        else:
+            print(f"warning: {error}", file=sys.stderr, flush=True)
+
+    threading.excepthook = hook
+
+
 def run(hydra_main, config_name: str) -> None:
     """An entry point's ``main()``: run the Hydra task, with what does not compose as one line.
 
@@ -374,13 +392,14 @@ def run(hydra_main, config_name: str) -> None:
     (``HYDRA_FULL_ERROR`` set for it; the user's own value is kept for ``full_error``); a sweep's
     first job is composed before the sweep's folder exists (runs/build.BuildRun)."""
     quiet_dependency_notices()
+    say_thread_errors()
     argv = sys.argv[1:]
     before = {k: os.environ.get(k) for k in (USER_FULL_ERROR, "HYDRA_FULL_ERROR")}
     os.environ[USER_FULL_ERROR] = "1" if full_error() else "0"  # seen by the processes it starts
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises, rather than prints, what does not compose
     try:
         hydra_main()
-    except Exception as e:  # the task catches its own errors: this is Hydra's composition
+    except COMPOSITION as e:
         if full_error():
             raise
         try:
@@ -388,6 +407,8 @@ def run(hydra_main, config_name: str) -> None:
         except UserError as unreadable:  # the command line itself cannot be parsed
             error = unreadable
         exit_with(error)
+    except Exception as e:  # what the task did not catch itself (its record, written last)
+        exit_with(report(e))
     finally:  # as it was (a notebook or a test calling main() again)
         for key, value in before.items():
             if value is None:

@@ -2,6 +2,7 @@
 holds the run folder's lock while the run lasts."""
 
 import atexit
+import contextlib
 import os
 import socket
 import tempfile
@@ -60,6 +61,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def release(path: Path, me: str) -> None:
+    """Remove the lock ``path`` if this process holds it; one it cannot remove (a folder turned
+    read-only) is left, and is stale once this process has ended."""
+    with contextlib.suppress(OSError):
+        if path.is_file() and path.read_text().startswith(me):
+            path.unlink()
+
+
 def lock(folder: Path, key: str) -> Path:
     """Take ``<folder>/.lock`` (created atomically, holding pid, host and time) for this process
     until it exits.
@@ -92,13 +101,7 @@ def lock(folder: Path, key: str) -> Path:
             raise unwritable(folder, key, e) from None
         with os.fdopen(fd, "w") as f:
             f.write(me + "\n")
-        atexit.register(
-            lambda: (
-                path.unlink(missing_ok=True)
-                if path.is_file() and path.read_text().startswith(me)
-                else None
-            )
-        )
+        atexit.register(release, path, me)
         return path
     raise UserError(
         f"{key}={folder}: cannot take its lock {path}: delete it if no run is using the folder"

@@ -2,6 +2,7 @@
 and the sweep summary, the HParams dashboard, ``metrics.json`` and the resume check), and how it
 ended (``run_info.json``, written by training and read by the sweep summary)."""
 
+import sys
 from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
@@ -88,8 +89,14 @@ def write_run_info(
             "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else "stopped by SIGTERM"
         )
         info["error"] = f"{how}: resume=true continues it" if stopped else error_line(error)
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    write_json(Path(run_dir) / RUN_INFO, info)
+    try:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        write_json(Path(run_dir) / RUN_INFO, info)
+    except OSError as e:
+        if error is None:
+            raise
+        # the run's own error is what the user must see; this one is said on the way
+        print(f"warning: {RUN_INFO} not written ({e.strerror}: {e.filename})", file=sys.stderr)
 
 
 def error_line(error: BaseException) -> str:
