@@ -26,14 +26,11 @@ import traceback
 import warnings
 from pathlib import Path
 
-from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
 
 from vae_lightning.errors import USER_FULL_ERROR, UserError, exit_with, first_line, full_error
 from vae_lightning.resolvers import override_key
 
-# what Hydra raises for a command line that does not compose (HYDRA_FULL_ERROR set)
-COMPOSITION = (ConfigCompositionException, MissingConfigException, OverrideParseException)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 HYDRA_FLAGS_WITHOUT_VALUE = {"-m", "--multirun", "--resolve"}
 # sections that an entry point's config leaves out on purpose, and why
@@ -370,6 +367,11 @@ def quiet_dependency_notices() -> None:
     )
 
 
+# set by the first Hydra callback once Hydra has composed the command line (runs/build.BuildRun):
+# an exception out of Hydra before then is the command line's
+composed: list[bool] = []
+
+
 def say_thread_errors() -> None:
     """An exception that ends a background thread (TensorBoard's event writer on a folder turned
     read-only...) is one warning line when the user's input caused it; a bug keeps its traceback."""
@@ -397,9 +399,12 @@ def run(hydra_main, config_name: str) -> None:
     before = {k: os.environ.get(k) for k in (USER_FULL_ERROR, "HYDRA_FULL_ERROR")}
     os.environ[USER_FULL_ERROR] = "1" if full_error() else "0"  # seen by the processes it starts
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises, rather than prints, what does not compose
+    composed.clear()
     try:
         hydra_main()
-    except COMPOSITION as e:
+    except Exception as e:
+        if composed:  # what the task did not catch itself (its record, written last)
+            exit_with(report(e))
         if full_error():
             raise
         try:
@@ -407,8 +412,6 @@ def run(hydra_main, config_name: str) -> None:
         except UserError as unreadable:  # the command line itself cannot be parsed
             error = unreadable
         exit_with(error)
-    except Exception as e:  # what the task did not catch itself (its record, written last)
-        exit_with(report(e))
     finally:  # as it was (a notebook or a test calling main() again)
         for key, value in before.items():
             if value is None:

@@ -269,6 +269,7 @@ class BuildRun(Callback):
 
         from vae_lightning import boundary
 
+        boundary.composed.append(True)
         loader = GlobalHydra.instance().config_loader()
         for job in boundary.sweep_probes(list(config.hydra.overrides.task)) or []:
             try:
@@ -282,6 +283,7 @@ class BuildRun(Callback):
         from vae_lightning import boundary
 
         global _built
+        boundary.composed.append(True)
         # what run_job sets next: ${paths.output_dir} resolves now
         with open_dict(config.hydra.runtime):
             config.hydra.runtime.output_dir = os.path.abspath(str(config.hydra.run.dir))
