@@ -391,8 +391,8 @@ def run(hydra_main, config_name: str) -> None:
     """An entry point's ``main()``: run the Hydra task, with what does not compose as one line.
 
     The command line is composed by Hydra alone, which raises its own exception types to us
-    (``HYDRA_FULL_ERROR`` set for it; the user's own value is kept for ``full_error``); a sweep's
-    first job is composed before the sweep's folder exists (runs/build.BuildRun)."""
+    (``HYDRA_FULL_ERROR`` set for it; the user's own value is kept for ``full_error``); each value
+    of a sweep is composed once before the sweep's folder exists (runs/build.BuildRun)."""
     quiet_dependency_notices()
     say_thread_errors()
     argv = sys.argv[1:]
