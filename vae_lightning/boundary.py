@@ -218,12 +218,17 @@ def end_process(code: int) -> None:
 
 
 def training_jobs(sweep_dir: Path) -> list[int]:
-    """The live processes that hold a job folder's lock in ``sweep_dir`` (jobs still training)."""
+    """The live processes of this machine that hold a job folder's lock in ``sweep_dir`` (jobs still
+    training)."""
+    import socket
+
+    from vae_lightning.runs.folder import LOCK, alive, holder
+
     pids = []
-    for lock in Path(sweep_dir).glob("*/.lock"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            pid = int(lock.read_text().split()[0])
-            if Path(f"/proc/{pid}").exists():
+    for lock in Path(sweep_dir).glob(f"*/{LOCK}"):
+        with contextlib.suppress(OSError):
+            pid, host, _ = holder(lock)
+            if pid and host == socket.gethostname() and alive(pid):
                 pids.append(pid)
     return pids
 
@@ -237,6 +242,8 @@ def forward_stops(sweep_dir: Path, grace_s: float = 120.0) -> None:
     ``sweep_dir``'s jobs to end."""
     import signal
     import time
+
+    from vae_lightning.runs.folder import alive
 
     def stop_workers(signum, frame):
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C would not wait for the saves
@@ -252,7 +259,7 @@ def forward_stops(sweep_dir: Path, grace_s: float = 120.0) -> None:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGTERM)
         jobs, deadline = set(training_jobs(sweep_dir)), time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in jobs):
+        while time.monotonic() < deadline and any(alive(pid) for pid in jobs):
             time.sleep(0.2)
         end_process(128 + signum)
 

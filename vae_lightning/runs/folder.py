@@ -51,7 +51,8 @@ def check_folder(folder: Path, key: str, resume: bool = False, sweep: bool = Fal
             )
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -59,6 +60,12 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+def holder(path: Path) -> tuple[int, str, list[str]]:
+    """Who holds the lock ``path``: its process id (0 when unreadable), host and start time."""
+    pid, host, *since = (path.read_text().split() or ["0", "?"]) + ["?"]
+    return (int(pid) if pid.isdigit() else 0), host, since
 
 
 def release(path: Path, me: str) -> None:
@@ -81,9 +88,8 @@ def lock(folder: Path, key: str) -> Path:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            pid, host, *since = (path.read_text().split() or ["0", "?"]) + ["?"]
-            pid = int(pid) if pid.isdigit() else 0
-            if host != socket.gethostname() or (pid and _alive(pid)):
+            pid, host, since = holder(path)
+            if host != socket.gethostname() or (pid and alive(pid)):
                 what = f"{key}={folder}" if " " not in key else f"{key} {folder}"
                 instead = (
                     f"choose another {key}=..."
