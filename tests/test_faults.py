@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import REPO, TINY, run_train
-from vae_lightning.callbacks.guards import Diverged, DivergenceGuard
+from vae_lightning.callbacks.guards import Diverged, DivergenceGuard, InterruptCheckpoint
 from vae_lightning.resolvers import auto_precision
 from vae_lightning.runs import checkpoints
 from vae_lightning.runs.checkpoints import AtomicCheckpointIO
@@ -301,6 +301,22 @@ class PauseEachUntilSigterm(Callback):
                 time.sleep(0.05)
 
 
+class PauseRanksUntilSigterm(Callback):
+    """Test instrumentation for a run whose ranks train in processes of their own: at (epoch,
+    batch) each rank touches ``<folder>/rank<r>`` and waits until it has been sent SIGTERM."""
+
+    def __init__(self, epoch: int, batch: int, folder: str) -> None:
+        self.epoch, self.batch, self.folder = epoch, batch, Path(folder)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            (self.folder / f"rank{trainer.global_rank}").touch()
+            stop = next(c for c in trainer.callbacks if isinstance(c, InterruptCheckpoint))
+            deadline = time.monotonic() + 120
+            while not stop.sigterm and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
 class DiskFullAt(Callback):
     """Test instrumentation: the checkpoint save at ``step`` fails as on a full disk."""
 
@@ -354,6 +370,50 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_mid_epoch(tiny_mnist, tm
     batches = [line.split()[:2] for line in seen.read_text().splitlines()]
     # each batch once
     assert batches == [[str(e), str(b)] for e in (0, 1) for b in range(STEPS_PER_EPOCH)]
+
+
+def test_sigterm_to_a_ddp_run_stops_its_ranks_together_and_the_run_resumes(tiny_mnist, tmp_path):
+    """trainer=ddp spawns its ranks: SIGTERM to the command (as SLURM or `timeout` send it) reaches
+    them all, they stop at the same batch and save once, and resume=true finishes the run."""
+    run, paused, seen = tmp_path / "run", tmp_path / "paused", tmp_path / "seen.txt"
+    paused.mkdir()
+    record = callback_overrides("record", RecordBatches, path=seen)
+    ddp = [
+        f"data.root={tiny_mnist}",
+        *QUICK,
+        f"hydra.run.dir={run}",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.num_sanity_val_steps=0",
+        *record,
+    ]
+    proc = start_train(
+        *ddp, *callback_overrides("pause", PauseRanksUntilSigterm, epoch=0, batch=3, folder=paused)
+    )
+    deadline = time.monotonic() + 240
+    while len(list(paused.iterdir())) < 2:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the ranks never reached the pause point"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in err, err[-3000:]
+    # each rank trained batch 3, then they stopped together: one line, from rank zero
+    assert err.count("stopped by SIGTERM") == 1, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        f"stopped by SIGTERM at epoch 0, step 4: saved {run / 'checkpoints' / 'last.ckpt'}; "
+        f"to continue, run the same command with hydra.run.dir={run} resume=true"
+    )
+    assert json.loads((run / "run_info.json").read_text())["status"] == "interrupted"
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    proc = run_train(*ddp, "resume=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # 250 images per rank, 16 per rank per step
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 2 * STEPS_PER_EPOCH
+    batches = sorted(tuple(map(int, line.split()[:2])) for line in seen.read_text().splitlines())
+    # each batch once on each rank
+    assert batches == sorted([(e, b) for e in (0, 1) for b in range(STEPS_PER_EPOCH)] * 2)
 
 
 def test_a_damaged_last_checkpoint_falls_back_to_the_newest_intact_one(tiny_mnist, tmp_path):

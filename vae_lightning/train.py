@@ -16,6 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from vae_lightning import boundary
+from vae_lightning.callbacks.guards import SIGTERM_EXIT, stops_reach_ranks
 from vae_lightning.errors import UserError, exit_with, settings_of
 from vae_lightning.files import write_json
 from vae_lightning.resolvers import register_resolvers
@@ -26,7 +27,6 @@ from vae_lightning.runs.record import error_line, result_settings, write_run_inf
 from vae_lightning.runs.report import log_lightning_to_files, show_config, show_summary
 
 register_resolvers()
-SIGTERM_EXIT = 128 + 15  # the shell's code for a process ended by SIGTERM
 
 
 def fit_progress(trainer: L.Trainer) -> tuple[int, int, str, float | None]:
@@ -100,7 +100,8 @@ def train(cfg: DictConfig) -> dict:
         else None
     )
     if cfg.get("test"):
-        trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+        with stops_reach_ranks(trainer):
+            trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
         metrics.update(
             {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         )
@@ -121,7 +122,8 @@ def fit(cfg: DictConfig, trainer: L.Trainer, model, datamodule, ckpt_path: str |
     """Train; write and return the run's record (metrics.json): the last epoch's train/ and val/
     metrics, the exact final learning rates, the best checkpoint and its val/loss, the run's
     settings."""
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    with stops_reach_ranks(trainer):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     # last epoch's train/ and val/
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     # the exact final learning rates, not their float32 copies

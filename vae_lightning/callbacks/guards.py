@@ -1,15 +1,23 @@
-"""Callbacks that protect a long run: stop at the first NaN/inf, save a checkpoint on Ctrl-C."""
+"""Callbacks that protect a long run: stop at the first NaN/inf, save a checkpoint on Ctrl-C or
+SIGTERM (also when the run's ranks train in processes of their own: ``stops_reach_ranks``)."""
 
+import contextlib
+import logging
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch.multiprocessing import ProcessExitedException
 
 from vae_lightning.errors import UserError, check_int
+
+SIGTERM_EXIT = 128 + signal.SIGTERM  # the shell's code for a process ended by SIGTERM
 
 
 class Diverged(UserError):
@@ -76,6 +84,13 @@ class InterruptCheckpoint(Callback):
     stops after the current batch) saves ``<dirpath>/last.ckpt`` mid-epoch, so ``resume=true``
     continues from it.
 
+    With several ranks (``trainer=ddp``) the ranks stop together: a SIGTERM only marks this rank
+    (in place of Lightning's handler, which stops each rank on its own and runs a collective inside
+    the handler, so ranks could wait for each other forever), and at the start of each batch the
+    ranks agree whether any was marked; then they save together before that batch and each ends
+    its process, rank zero with exit code 143 (``stops_reach_ranks`` in the
+    process that started them passes its SIGTERM on to them and reads that code).
+
     Other exceptions save nothing (a diverged model must not replace the last good checkpoint).
     Not Lightning's OnExceptionCheckpoint: its presence turns every ``fit()`` into
     ``ckpt_path="last"``.
@@ -86,6 +101,46 @@ class InterruptCheckpoint(Callback):
         self.run_dir = (
             Path(dirpath).parent if Path(dirpath).name == "checkpoints" else Path(dirpath)
         )
+        self.sigterm = False  # this rank was sent SIGTERM (several ranks only)
+
+    def _mark_sigterm(self, trainer: L.Trainer) -> None:
+        if trainer.world_size > 1 and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda signum, frame: setattr(self, "sigterm", True))
+
+    def _stop_together(self, trainer: L.Trainer) -> None:
+        if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(
+            self.sigterm, all=False
+        ):
+            # a spawned rank's exception reaches no on_exception hook: save and flush here
+            if trainer.state.fn == "fit":
+                self._save(trainer, "stopped by SIGTERM")
+            for logger in trainer.loggers:
+                logger.finalize("failed")
+            # rank zero, the last to finish (it writes), brings the code to the starting process
+            raise SIGTERMException(SIGTERM_EXIT if trainer.is_global_zero else 0)
+
+    # before Lightning registers its handler (so its teardown restores ours), and after it
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._mark_sigterm(trainer)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._mark_sigterm(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._mark_sigterm(trainer)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._mark_sigterm(trainer)
+
+    # every rank runs the same number of batches of each split (equal shards)
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._stop_together(trainer)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._stop_together(trainer)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._stop_together(trainer)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -94,10 +149,14 @@ class InterruptCheckpoint(Callback):
             isinstance(exception, (KeyboardInterrupt, SIGTERMException))
             and trainer.state.fn == "fit"
         ):
-            trainer.save_checkpoint(self.ckpt_path)
             what = (
                 "interrupted" if isinstance(exception, KeyboardInterrupt) else "stopped by SIGTERM"
             )
+            self._save(trainer, what)
+
+    def _save(self, trainer: L.Trainer, what: str) -> None:
+        trainer.save_checkpoint(self.ckpt_path, weights_only=False)  # every rank: rank zero writes
+        if trainer.is_global_zero:
             # one write: processes stopped together (a sweep's workers) keep a line each
             sys.stderr.write(
                 f"{what} at epoch {trainer.current_epoch}, step {trainer.global_step}: "
@@ -105,3 +164,34 @@ class InterruptCheckpoint(Callback):
                 f"{shlex.quote(f'hydra.run.dir={self.run_dir}')} resume=true\n"
             )
             sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def stops_reach_ranks(trainer: L.Trainer):
+    """Around ``trainer.fit``/``test`` in the process of the run: when the strategy starts the ranks
+    as processes of their own (``trainer=ddp``: spawn), Lightning watches SIGTERM in the ranks only,
+    so this process would die at once and leave them. Here it passes SIGTERM on to every rank (each
+    saves, see InterruptCheckpoint), and the ranks' SIGTERM exit is raised as SIGTERMException, as
+    a fit in this process raises it."""
+    launcher = trainer.strategy.launcher
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if getattr(launcher, "procs", None) is None or not in_main_thread:
+        yield  # the ranks (or the one process) train in this process
+        return
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+    level = spawn_log.level
+
+    def pass_on(signum, frame) -> None:
+        spawn_log.setLevel(logging.ERROR)  # not its "Terminating process" as the ranks end
+        launcher.kill(signum)
+
+    before = signal.signal(signal.SIGTERM, pass_on)
+    try:
+        yield
+    except ProcessExitedException as e:
+        if e.exit_code not in (SIGTERM_EXIT, -signal.SIGTERM):
+            raise
+        raise SIGTERMException(SIGTERM_EXIT) from None
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        spawn_log.setLevel(level)
