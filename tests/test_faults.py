@@ -672,11 +672,12 @@ def test_a_bug_in_a_researchers_callback_shows_its_traceback(tiny_mnist, tmp_pat
     assert "check the callbacks.mine" not in proc.stderr
 
 
-@pytest.mark.parametrize("stop", ["SIGTERM", "Ctrl-C"])
+@pytest.mark.parametrize("stop", ["SIGTERM", "Ctrl-C", "SIGINT"])
 def test_a_stopped_parallel_sweep_stops_every_job_and_each_saves(tiny_mnist, tmp_path, stop):
-    """hydra/launcher=joblib trains the jobs in worker processes: SIGTERM to the command, or Ctrl-C
-    in its terminal (SIGINT to its whole process group), stops them all, each saving its last.ckpt
-    and recording how to resume (none killed mid-save by its pool), and none is left training."""
+    """hydra/launcher=joblib trains the jobs in worker processes: SIGTERM to the command, Ctrl-C
+    in its terminal (SIGINT to its whole process group) or SIGINT to the command alone (kill -INT)
+    stops them all, each saving its last.ckpt and recording how to resume (none killed mid-save by
+    its pool), and none is left training."""
     sweep, paused = tmp_path / "sweep", tmp_path / "paused"
     paused.mkdir()
     proc = start_train(
@@ -696,12 +697,12 @@ def test_a_stopped_parallel_sweep_stops_every_job_and_each_saves(tiny_mnist, tmp
         assert time.monotonic() < deadline, "the jobs never reached the pause point"
         time.sleep(0.1)
     workers = [int(p.name) for p in paused.iterdir()]
-    if stop == "SIGTERM":
-        proc.send_signal(signal.SIGTERM)
-    else:
+    if stop == "Ctrl-C":
         os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(getattr(signal, stop))
     _, err = proc.communicate(timeout=240)
-    assert proc.returncode == {"SIGTERM": 143, "Ctrl-C": 130}[stop], err[-3000:]
+    assert proc.returncode == {"SIGTERM": 143, "Ctrl-C": 130, "SIGINT": 130}[stop], err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     for job in ("0", "1"):
         assert json.loads((sweep / job / "run_info.json").read_text())["status"] == "interrupted", (
