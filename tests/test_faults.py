@@ -271,6 +271,15 @@ def test_a_save_cut_short_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file left behind
 
 
+def wait_for_sigterm(trainer) -> None:
+    """Until this process has been sent SIGTERM: as Lightning sees it, or, with several ranks, as
+    InterruptCheckpoint does (in place of Lightning)."""
+    stop = next(c for c in trainer.callbacks if isinstance(c, InterruptCheckpoint))
+    deadline = time.monotonic() + 120
+    while not (trainer.received_sigterm or stop.sigterm) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 class PauseUntilSigterm(Callback):
     """Test instrumentation: at (epoch, batch) touch ``marker`` and wait until
     Lightning has seen a SIGTERM."""
@@ -281,14 +290,12 @@ class PauseUntilSigterm(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             self.marker.touch()
-            deadline = time.monotonic() + 120
-            while not trainer.received_sigterm and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_for_sigterm(trainer)
 
 
 class PauseEachUntilSigterm(Callback):
-    """Test instrumentation for processes that train side by side: at (epoch, batch) each touches
-    ``<folder>/<its pid>`` and waits until Lightning has seen a SIGTERM."""
+    """Test instrumentation for processes that train side by side (sweep jobs, DDP ranks): at
+    (epoch, batch) each touches ``<folder>/<its pid>`` and waits until it has been sent SIGTERM."""
 
     def __init__(self, epoch: int, batch: int, folder: str) -> None:
         self.epoch, self.batch, self.folder = epoch, batch, Path(folder)
@@ -296,25 +303,7 @@ class PauseEachUntilSigterm(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             (self.folder / str(os.getpid())).touch()
-            deadline = time.monotonic() + 120
-            while not trainer.received_sigterm and time.monotonic() < deadline:
-                time.sleep(0.05)
-
-
-class PauseRanksUntilSigterm(Callback):
-    """Test instrumentation for a run whose ranks train in processes of their own: at (epoch,
-    batch) each rank touches ``<folder>/rank<r>`` and waits until it has been sent SIGTERM."""
-
-    def __init__(self, epoch: int, batch: int, folder: str) -> None:
-        self.epoch, self.batch, self.folder = epoch, batch, Path(folder)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
-            (self.folder / f"rank{trainer.global_rank}").touch()
-            stop = next(c for c in trainer.callbacks if isinstance(c, InterruptCheckpoint))
-            deadline = time.monotonic() + 120
-            while not stop.sigterm and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_for_sigterm(trainer)
 
 
 class DiskFullAt(Callback):
@@ -389,7 +378,7 @@ def test_sigterm_to_a_ddp_run_stops_its_ranks_together_and_the_run_resumes(tiny_
         *record,
     ]
     proc = start_train(
-        *ddp, *callback_overrides("pause", PauseRanksUntilSigterm, epoch=0, batch=3, folder=paused)
+        *ddp, *callback_overrides("pause", PauseEachUntilSigterm, epoch=0, batch=3, folder=paused)
     )
     deadline = time.monotonic() + 240
     while len(list(paused.iterdir())) < 2:

@@ -74,6 +74,17 @@ def test_grid_gives_one_row_per_run_sorted_by_val_loss(grid):
     assert "data.root=" in md[2]  # overrides shared by all runs are listed once
 
 
+def test_each_job_log_holds_that_job_alone(grid):
+    """Lightning's lines (which name the job's checkpoints) reach the job's own train.log, and no
+    later job's lines do."""
+    jobs = sorted(p for p in grid.iterdir() if (p / "train.log").is_file())
+    assert len(jobs) == 4
+    for job in jobs:
+        log = (job / "train.log").read_text()
+        assert f"Restoring states from the checkpoint path at {job}/checkpoints/" in log, log
+        assert not [other for other in jobs if other != job and f"{other}/" in log], log
+
+
 def test_summarize_rebuilds_the_same_table(grid, tmp_path):
     before = {n: (grid / n).read_bytes() for n in ("summary.csv", "summary.md")}
     for name in before:

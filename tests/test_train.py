@@ -54,7 +54,7 @@ def test_run_folder_holds_config_checkpoints_and_metrics(tiny_run):
 
 
 def test_a_run_shows_its_config_and_a_summary_and_logs_to_train_log(tiny_mnist, tmp_path):
-    run = tmp_path / "shown"
+    run = tmp_path / ("shown_" + "x" * 120 + "_bdf088")  # a long path, stdout not a terminal
     proc = run_train(
         f"data.root={tiny_mnist}", f"hydra.run.dir={run}", *TINY, "trainer.max_epochs=1"
     )
@@ -66,7 +66,9 @@ def test_a_run_shows_its_config_and_a_summary_and_logs_to_train_log(tiny_mnist, 
         and "latent_dim: 20" in tree
         and "\x1b[" not in tree
     )
-    assert "latent_dim: 20" in proc.stdout  # printed at the start
+    # printed at the start; whole lines in the file and on a stdout that is not a terminal
+    assert "latent_dim: 20" in proc.stdout
+    assert f"output_dir: {run}\n" in tree and f"output_dir: {run}\n" in proc.stdout
     summary = proc.stdout[proc.stdout.index("summary") :]
     for line in (
         f"run folder        {run}",

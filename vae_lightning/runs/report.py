@@ -13,6 +13,7 @@ from rich.tree import Tree
 
 log = logging.getLogger("vae_lightning")
 ORDER = ("data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths")
+FULL_WIDTH = 10_000  # a file, nohup or SLURM's log: whole lines (Rich would cut them at 80 columns)
 
 
 def config_tree(cfg: DictConfig) -> Tree:
@@ -27,28 +28,34 @@ def config_tree(cfg: DictConfig) -> Tree:
             else f"{value}\n"
         )
         tree.add(str(key), guide_style="dim").add(
-            Syntax(text.rstrip(), "yaml", theme="ansi_dark", background_color="default")
+            Syntax(
+                text.rstrip(), "yaml", theme="ansi_dark", background_color="default", word_wrap=True
+            )
         )
     return tree
 
 
 def show_config(cfg: DictConfig, run_dir: str | Path) -> None:
     """Print the config tree and the run folder; write the tree, without colours, to
-    ``<run>/config_tree.log``."""
+    ``<run>/config_tree.log``; a long value wraps on a terminal and is never cut."""
     tree = config_tree(cfg)
-    Console().print(tree)
+    console = Console()
+    (console if console.is_terminal else Console(width=FULL_WIDTH)).print(tree)
     buffer = io.StringIO()
-    Console(file=buffer, width=120, color_system=None).print(tree)
+    Console(file=buffer, width=FULL_WIDTH, color_system=None).print(tree)
     Path(run_dir, "config_tree.log").write_text(buffer.getvalue())
     log.info("run folder: %s", run_dir)
 
 
 def log_lightning_to_files() -> None:
     """Lightning's own messages (its loggers do not propagate to the root) also go to the run's log
-    files."""
+    files, and only to this run's: a sweep's earlier jobs' files are taken off."""
     files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
     for name in ("lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
+        for handler in logger.handlers[:]:
+            if isinstance(handler, logging.FileHandler) and handler not in files:
+                logger.removeHandler(handler)
         for handler in files:
             if handler not in logger.handlers:
                 logger.addHandler(handler)
