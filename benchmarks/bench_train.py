@@ -328,7 +328,9 @@ def main():
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument(
+        "--data", default=os.environ.get("DATA_DIR") or str(REPO.parent / "shared" / "data")
+    )
     p.add_argument(
         "--epochs", type=int, default=5, help="epochs per configuration (first = warm-up)"
     )

@@ -52,7 +52,9 @@ def main():
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument(
+        "--data", default=os.environ.get("DATA_DIR") or str(REPO.parent / "shared" / "data")
+    )
     p.add_argument("--batches", type=int, default=300, help="training steps per run")
     args = p.parse_args()
     cores = os.cpu_count()

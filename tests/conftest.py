@@ -10,7 +10,8 @@ import pytest
 from vae_lightning.data.synthetic import make_mnist_root
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# real data for the few tests that train on it: $DATA_DIR, else the development checkouts' copy
+REAL_DATA = Path(os.environ.get("DATA_DIR") or REPO.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")

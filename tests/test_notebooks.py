@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import REAL_DATA, REPO
 
 NOTEBOOKS = REPO / "notebooks"
 # Seconds, not minutes: a few batches per epoch, small test sets and no final test pass.
@@ -102,7 +102,7 @@ def test_explore_vae_notebook_renders_every_figure(tmp_path):
         assert_rendered(out / f"{name}.png")
     text = outputs_text(nb)
     # generated data has 200 test images
-    n_test = 500 if (SHARED_DATA / "FashionMNIST").is_dir() else 200
+    n_test = 500 if (REAL_DATA / "FashionMNIST").is_dir() else 200
     assert "BetaTCVAE on" in text and "latent_dim=8" in text, text[-2000:]
     assert f"negative ELBO on {n_test} test images" in text, text[-2000:]
 

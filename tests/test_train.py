@@ -9,7 +9,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import SHARED_DATA, TINY, run_train
+from tests.conftest import REAL_DATA, TINY, run_train
 
 SCALARS = ["train/loss", "train/recon", "train/kl", "val/loss", "val/recon", "val/kl"]
 
@@ -167,11 +167,12 @@ def test_bce_on_minus_one_one_is_refused_from_the_command_line(tiny_mnist, tmp_p
 
 
 @pytest.mark.skipif(
-    not (SHARED_DATA / "FashionMNIST").is_dir(), reason="needs ../shared/data (Fashion-MNIST)"
+    not (REAL_DATA / "FashionMNIST").is_dir(),
+    reason="needs Fashion-MNIST in $DATA_DIR (or ../shared/data)",
 )
 def test_one_real_epoch_on_fashion_mnist(tmp_path):
     proc = run_train(
-        f"data.root={SHARED_DATA}",
+        f"data.root={REAL_DATA}",
         "data=fashion_mnist",
         f"hydra.run.dir={tmp_path}",
         "trainer.max_epochs=1",
