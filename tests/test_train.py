@@ -206,12 +206,13 @@ def test_a_run_without_callbacks_or_loggers_still_trains_and_reports(tiny_mnist,
 )
 def test_debug_presets_run(tiny_mnist, tmp_path, preset, steps):
     run = tmp_path / preset.split("=")[1]
-    # the preset sets the epochs
-    quick = [a for a in TINY if not a.startswith("trainer.max_epochs")]
+    # the preset sets the epochs and how often the train curves get a point
+    quick = [a for a in TINY if not a.startswith(("trainer.max_epochs", "trainer.log_every"))]
     proc = run_train(
         f"data.root={tiny_mnist}", f"hydra.run.dir={run}", *quick, preset, "data.batch_size=8"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "log_every_n_steps" not in proc.stderr, proc.stderr[-3000:]  # no warning of Lightning's
     assert json.loads((run / "metrics.json").read_text())["global_step"] == steps
 
 
@@ -247,13 +248,27 @@ def test_a_default_run_prints_no_dependency_noise(tiny_mnist, tmp_path):
         env={"PYTHONWARNINGS": "default"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout + proc.stderr
+    # and resumed with more epochs
+    resumed = run_train(
+        f"data.root={tiny_mnist}",
+        f"hydra.run.dir={tmp_path / 'r'}",
+        "data.val_size=100",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=3",
+        "callbacks.latent_embedding.num_points=20",
+        "resume=true",
+        env={"PYTHONWARNINGS": "default"},
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    out = proc.stdout + proc.stderr + resumed.stdout + resumed.stderr
     for noise in (
         "litlogger",
         "LeafSpec",
         "not supported by the model summary",
         "Warning",
         "deprecated",
+        "exists and is not empty",
+        "weights_only",
     ):
         assert noise not in out, (noise, out[-3000:])
 

@@ -364,14 +364,17 @@ class _DropTips(logging.Filter):
 
 def quiet_dependency_notices() -> None:
     """Drop what dependencies print on every run that says nothing about it: Lightning's advert for
-    its cloud logger, a deprecation warning Lightning's own code triggers inside torch, and the
-    model summary's note that it counts bf16-mixed weights as 32-bit (they are 32-bit: bf16-mixed
-    keeps fp32 weights). Other warnings stay."""
+    its cloud logger, a deprecation warning Lightning's own code triggers inside torch, the model
+    summary's note that it counts bf16-mixed weights as 32-bit (they are 32-bit: bf16-mixed keeps
+    fp32 weights), and the note on every resume that the checkpoint folder is not empty. Other
+    warnings stay."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings(
         "ignore", message=r"Precision bf16-mixed is not supported by the model summary"
     )
+    # a resumed run's own folder (a used folder is refused unless the run resumes)
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 # set by the first Hydra callback once Hydra has composed the command line (runs/build.BuildRun):
