@@ -27,6 +27,12 @@ def train(tiny_mnist: Path, tmp_path: Path, *args: str) -> Path:
     return run
 
 
+def ways_to_look(run: Path) -> list[str]:
+    """The end-of-run summary's "look at it" lines (in train.log as on the console)."""
+    lines = (run / "train.log").read_text().splitlines()
+    return [line.split("look at it", 1)[1].strip() for line in lines if "  look at it  " in line]
+
+
 def csv_rows(run: Path) -> list[dict]:
     with (run / "csv" / "metrics.csv").open() as f:
         return list(csv.DictReader(f))
@@ -37,6 +43,8 @@ def test_csv_logger_writes_every_epoch(tiny_mnist, tmp_path):
     losses = [float(r["val/loss"]) for r in csv_rows(run) if r.get("val/loss")]
     assert len(losses) == 2 and losses[1] < losses[0]
     assert not (run / "tensorboard").exists()
+    # the end-of-run summary names what the run wrote, not TensorBoard
+    assert ways_to_look(run) == [str(run / "csv" / "metrics.csv")]
 
 
 def test_mlflow_logger_records_the_run_with_its_name_tags_and_metrics(tiny_mnist, tmp_path):
@@ -71,6 +79,11 @@ def test_many_loggers_at_once(tiny_mnist, tmp_path):
         and csv_rows(run)
         and (tmp_path / "mlflow.db").is_file()
     )
+    assert ways_to_look(run) == [
+        f"tensorboard --logdir {run}",
+        str(run / "csv" / "metrics.csv"),
+        f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db",
+    ]
 
 
 def test_the_sweep_summary_shows_run_names_and_tags(tiny_mnist, tmp_path):

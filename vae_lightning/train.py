@@ -114,6 +114,7 @@ def train(cfg: DictConfig) -> dict:
             best_path,
             record["epochs"],
             time.perf_counter() - started,
+            trainer.loggers,
         )
     return metrics
 

@@ -61,11 +61,34 @@ def log_lightning_to_files() -> None:
                 logger.addHandler(handler)
 
 
+def ways_to_look(loggers: list, run_dir: str | Path) -> list[str]:
+    """How to look at what the run's loggers wrote (metrics.json when none wrote anything)."""
+    from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
+
+    ways = []
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            ways.append(f"tensorboard --logdir {run_dir}")
+        elif isinstance(logger, CSVLogger):
+            ways.append(str(Path(logger.log_dir, "metrics.csv")))
+        elif isinstance(logger, MLFlowLogger):
+            ways.append(f"mlflow ui --backend-store-uri {logger.experiment.tracking_uri}")
+        elif isinstance(logger, WandbLogger):
+            offline = sorted(Path(str(logger.save_dir), "wandb").glob("offline-run-*"))
+            ways.append(f"wandb sync {offline[-1]}" if offline else str(logger.experiment.url))
+    return ways or [str(Path(run_dir, "metrics.json"))]
+
+
 def show_summary(
-    run_dir: str | Path, metrics: dict, best: str, epochs: int, wall_time_s: float
+    run_dir: str | Path,
+    metrics: dict,
+    best: str,
+    epochs: int,
+    wall_time_s: float,
+    loggers: list = (),
 ) -> None:
     """The end of a run in a few lines: where it is, its best checkpoint, its test numbers, and how
-    to look at it."""
+    to look at what it wrote."""
     rows = [("run folder", str(run_dir)), ("epochs", str(epochs))]
     if best:
         rows.append(
@@ -77,9 +100,7 @@ def show_summary(
     tests = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("test/")}
     if tests:
         rows.append(("test, nats/image", "  ".join(f"{k} {v:.2f}" for k, v in tests.items())))
-    rows += [
-        ("wall time", f"{wall_time_s:.1f} s"),
-        ("look at it", f"tensorboard --logdir {run_dir}"),
-    ]
+    rows.append(("wall time", f"{wall_time_s:.1f} s"))
+    rows += [("look at it", way) for way in ways_to_look(list(loggers), run_dir)]
     width = max(len(name) for name, _ in rows)
     log.info("summary\n%s", "\n".join(f"  {name:<{width}}  {value}" for name, value in rows))
