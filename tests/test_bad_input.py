@@ -267,6 +267,22 @@ def table(tiny_mnist: Path, tmp: Path, ckpt: Path) -> dict[str, tuple[str, list[
         "a logger setting its class lacks": (TRAIN, [root, "logger=csv", "+logger.csv.bogus=1"], "logger.csv.bogus=1 is not a setting of CSVLogger", pre),
         "a group set to null": (TRAIN, [root, "scheduler=null"], "scheduler=null cannot drop a config group: use ~scheduler", pre),
         "a key appended twice": (TRAIN, [root, "+seed=3"], "+seed: seed is already a setting: drop the + (seed=...)", pre),
+        # kinds of the second probe: outputs over a run's records, settings torch reads at the first step,
+        # a rate a scheduler takes below zero, float16 on a CPU, files where folders go, empty sweeps
+        "eval: out over the run's metrics.json": (EVAL, [ck, f"eval.out={ckpt.parent.parent}/metrics.json"],
+                                                  "would write over the run's metrics.json", run),
+        "eval: out over a checkpoint": (EVAL, [ck, f"eval.out={ckpt}"], f"eval.out={ckpt} must name a .json file", run),
+        "sample: out not an image": (SAMPLE, [ck, f"out={tmp}/grid.ckpt"], f"out={tmp}/grid.ckpt must name a .png / .jpg", run),
+        "sample: n too big": (SAMPLE, [ck, "n=100000000"], "n=100000000 must be <= 65536", run),
+        "fused and foreach": (TRAIN, [root, "optimizer.foreach=true"], "is refused: `fused` and `foreach` cannot be `True` together", pre),
+        "amsgrad=maybe": (TRAIN, [root, "+optimizer.amsgrad=maybe"], "optimizer.amsgrad=maybe is refused", pre),
+        "betas with one value": (TRAIN, [root, "+optimizer.betas=[0.9]"], "optimizer.betas=[0.9] is refused", pre),
+        "a scheduler's rate below zero": (TRAIN, [root, *TINY, "scheduler=cosine", "+scheduler.eta_min=-1"],
+                                          "the learning rate became -0.4995 at epoch 1, step 16: a learning rate must not be negative", run),
+        "float16 on a CPU": (TRAIN, [root, "trainer.precision=16-mixed"], "trainer.precision=16-mixed is not available here: Lightning would run bf16-mixed", pre),
+        "png_dir is a file": (TRAIN, [root, f"callbacks.sample_grid.png_dir={a_file}"], f"callbacks.sample_grid.png_dir='{a_file}' must be a folder, but it is a file", pre),
+        "a logger's folder is a file": (TRAIN, [root, "data.val_size=100", "logger=csv", f"logger.csv.save_dir={a_file}"], f"cannot use {a_file}/csv (Not a directory)", run),
+        "a sweep of no value": (TRAIN, ["-m", root, "model.latent_dim=range(5,2)"], "model.latent_dim=range(5,2) sweeps no value", pre),
         # summarize
         "summarize: no folder": (SUMMARIZE, [], "give one sweep folder: python -m vae_lightning.summarize SWEEP_DIR", run),
         "summarize: no job folders": (SUMMARIZE, [str(tmp)], f"error: {tmp} holds no job folders", run),
@@ -325,7 +341,7 @@ def test_one_line_exit_2_no_traceback(outcomes, name):
 def test_nothing_was_trained_or_overwritten(outcomes):
     for name, ((module, _, _, _), _) in outcomes["named"].items():
         run = outcomes["runs"][name]
-        if module == TRAIN and name != "diverging lr":
+        if module == TRAIN and name not in ("diverging lr", "a scheduler's rate below zero"):
             assert not any((run / d).exists() for d in ("checkpoints", "tensorboard", "metrics.json")), name
     earlier = outcomes["tmp"] / "earlier_run"
     assert (earlier / "checkpoints" / "last.ckpt").read_bytes() == b"precious weights"

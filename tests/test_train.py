@@ -53,6 +53,31 @@ def test_run_folder_holds_config_checkpoints_and_metrics(tiny_run):
     )
 
 
+def test_a_new_run_from_a_checkpoint_records_what_it_trained_with(tiny_mnist, tiny_run, tmp_path):
+    """ckpt_path=<another run's checkpoint> with a changed setting: the new run's records and
+    checkpoints hold the setting it trained with, its best checkpoint is one of its own, and the
+    best score is named after what the checkpoint callback follows."""
+    run = tmp_path / "from_ckpt"
+    proc = run_train(
+        f"data.root={tiny_mnist}",
+        f"hydra.run.dir={run}",
+        *TINY,
+        f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}",
+        "trainer.max_epochs=4",
+        "model.loss=mse",
+        "callbacks.model_checkpoint.monitor=train/loss",
+        "test=false",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["hparams"]["model.loss"] == "mse" and record["epochs"] == 4
+    assert (run / "checkpoints" / record["best_checkpoint"]).is_file()
+    assert "best/val_loss" not in record["metrics"]
+    assert record["metrics"]["best/train_loss"] == pytest.approx(record["metrics"]["train/loss"])
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["run_config"]["model"]["loss"] == "mse"
+
+
 def test_a_run_shows_its_config_and_a_summary_and_logs_to_train_log(tiny_mnist, tmp_path):
     run = tmp_path / ("shown_" + "x" * 120 + "_bdf088")  # a long path, stdout not a terminal
     proc = run_train(

@@ -66,9 +66,12 @@ def sweep_probes(argv: list[str]) -> list[list[str]] | None:
             values.append([o.input_line])
             continue
         try:
-            values.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+            swept = [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
         except Exception:  # interval sweeps (Optuna): no value to try
             continue
+        if not swept:  # range(5,2): the sweep would run no job and report success
+            raise UserError(f"{o.input_line} sweeps no value: give it at least one")
+        values.append(swept)
     first = [v[0] for v in values]
     others = [first[:i] + [v] + first[i + 1 :] for i, vs in enumerate(values) for v in vs[1:]]
     return [first, *others]
@@ -307,6 +310,8 @@ def user_error(exc: BaseException) -> UserError | None:
         errno.EACCES,
         errno.EPERM,
         errno.EROFS,
+        errno.ENOTDIR,
+        errno.EISDIR,
     ):
         where = os.fsdecode(cause.filename) if cause.filename else "a file"
         if cause.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -314,6 +319,8 @@ def user_error(exc: BaseException) -> UserError | None:
                 "free some space, or point hydra.run.dir (or paths.log_dir) at another disk; "
                 "checkpoints already written are intact"
             )
+        elif cause.errno in (errno.ENOTDIR, errno.EISDIR):
+            fix = "point the setting that names it at a folder (or a file) of its own"
         else:
             fix = "give this user access to it, or point the setting that names it elsewhere"
         return UserError(f"cannot use {where} ({cause.strerror}): {fix}")

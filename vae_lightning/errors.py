@@ -12,6 +12,7 @@ import math
 import os
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import NoReturn
 
 
@@ -88,6 +89,14 @@ def check_int(key: str, value, low: int | None = None, example=None, note: str =
     if low is not None and value < low:
         raise SettingError(key, value, f"must be{bound}{note}{_example(example)}")
     return value
+
+
+def check_folder(key: str, value) -> str | None:
+    """``value`` (or None) must be a folder, or a path where one can be made, not a file. (A file
+    above it is the run folder's case when it lies inside it: the run's own check names that.)"""
+    if value is not None and Path(str(value)).expanduser().is_file():
+        raise SettingError(key, value, "must be a folder, but it is a file")
+    return None if value is None else str(value)
 
 
 def check_float(

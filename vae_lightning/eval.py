@@ -24,6 +24,7 @@ from vae_lightning.runs.checkpoints import (
     requested_overrides,
     run_folder,
 )
+from vae_lightning.runs.record import RUN_INFO
 
 register_resolvers()
 # when neither eval.iw_samples nor the run's config (e.g. experiment=iwae_paper_vae) sets k
@@ -126,7 +127,12 @@ def run(cfg: DictConfig) -> dict:
     iw_samples = cfg.eval.iw_samples or int(
         (config.get("eval") or {}).get("iw_samples", DEFAULT_IW_SAMPLES)
     )
-    out = output_file(cfg.eval.out or run_folder(ckpt_path) / "eval.json", "eval.out", "eval.json")
+    out = output_file(
+        cfg.eval.out or run_folder(ckpt_path) / "eval.json",
+        "eval.out",
+        "eval.json",
+        keep=("metrics.json", RUN_INFO),
+    )
     L.seed_everything(cfg.seed, verbose=False)
     datamodule = build_datamodule(config, model)
     with settings_of("data"):

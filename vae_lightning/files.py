@@ -9,12 +9,26 @@ from pathlib import Path
 from vae_lightning.errors import UserError, first_line
 
 
-def output_file(value, key: str, default_name: str) -> Path:
+def output_file(
+    value, key: str, default_name: str, suffixes: tuple[str, ...] = (), keep: tuple[str, ...] = ()
+) -> Path:
     """The file an output setting names (a folder: ``default_name`` inside it), checked writable
-    before any work is done; UserError naming ``key`` otherwise."""
+    before any work is done; UserError naming ``key`` otherwise. Its name must end in one of
+    ``suffixes`` (default: ``default_name``'s), and a file named in ``keep`` (a run's records) is
+    never written over."""
     path = Path(str(value)).expanduser()
     if path.is_dir():
         path = path / default_name
+    suffixes = suffixes or (Path(default_name).suffix,)
+    if path.suffix.lower() not in suffixes:
+        raise UserError(
+            f"{key}={value} must name a {' / '.join(suffixes)} file (or a folder, for "
+            f"{default_name} in it): choose another {key}=..."
+        )
+    if path.name in keep and path.exists():
+        raise UserError(
+            f"{key}={value} would write over the run's {path.name}: choose another {key}=..."
+        )
     blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise UserError(

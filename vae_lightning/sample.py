@@ -21,6 +21,7 @@ from torchvision.utils import save_image
 
 from vae_lightning import boundary
 from vae_lightning.errors import (
+    SettingError,
     UserError,
     check_choice,
     check_float,
@@ -97,6 +98,9 @@ def traverse(
     return z.reshape(-1, codes.shape[1])[:n]
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MAX_IMAGES = 65_536  # a 256 x 256 grid
+
 GRIDS = {"prior": prior, "interpolate": interpolate, "manifold": manifold, "traverse": traverse}
 MODES = tuple(GRIDS)
 
@@ -105,6 +109,8 @@ def run(cfg: DictConfig) -> Path:
     """Decode the grid for cfg.mode and save it as a PNG; return its path."""
     check_choice("mode", cfg.get("mode"), MODES)
     check_int("n", cfg.get("n"), low=1, example=256)
+    if cfg.n > MAX_IMAGES:
+        raise SettingError("n", cfg.n, f"must be <= {MAX_IMAGES} (one grid of images)")
     if cfg.get("nrow") is not None:
         check_int("nrow", cfg.nrow, low=1, note=" (or null for sqrt(n))")
     n, span = cfg.n, check_float("span", cfg.get("span"), low=0, low_ok=False, example=3)
@@ -116,7 +122,10 @@ def run(cfg: DictConfig) -> Path:
     )
     name = f"sample_{cfg.mode}.png"
     out = output_file(
-        cfg.out or run_folder(Path(str(cfg.ckpt_path)).expanduser()) / name, "out", name
+        cfg.out or run_folder(Path(str(cfg.ckpt_path)).expanduser()) / name,
+        "out",
+        name,
+        suffixes=IMAGE_SUFFIXES,
     )
     generator = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():

@@ -51,6 +51,12 @@ def fit_progress(trainer: L.Trainer) -> tuple[int, int, str, float | None]:
     return epochs, step, best, None if score is None else float(score)
 
 
+def best_key(trainer: L.Trainer) -> str:
+    """The record's name for the best checkpoint's score: best/val_loss by default."""
+    monitor = getattr(trainer.checkpoint_callback, "monitor", None) or "val/loss"
+    return "best/" + monitor.replace("/", "_")
+
+
 def read_record(run_dir: Path) -> dict | None:
     """The run folder's metrics.json when it is readable, else None."""
     try:
@@ -133,8 +139,8 @@ def fit(cfg: DictConfig, trainer: L.Trainer, model, datamodule, ckpt_path: str |
         if name in metrics:
             metrics[name] = float(optimizer.param_groups[0]["lr"])
     epochs, global_step, best, best_score = fit_progress(trainer)
-    if best_score is not None:
-        metrics["best/val_loss"] = best_score
+    if best_score is not None:  # best/val_loss, or best/<what the checkpoint callback follows>
+        metrics[best_key(trainer)] = best_score
     record = {
         "metrics": metrics,
         "epochs": epochs,

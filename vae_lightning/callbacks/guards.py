@@ -25,7 +25,8 @@ class Diverged(UserError):
 
 
 class DivergenceGuard(Callback):
-    """Stop at a non-finite loss, and never let a checkpoint save non-finite weights.
+    """Stop at a non-finite loss or a negative learning rate, and never let a checkpoint save
+    non-finite weights.
 
     The loss is checked every ``check_every_n_steps`` training steps; ``None`` means every step on
     CPU (free) and every 50 on an accelerator (each check waits for the device). Before every
@@ -43,6 +44,19 @@ class DivergenceGuard(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.check_every_n_steps is None:
             self.check_every_n_steps = 1 if trainer.strategy.root_device.type == "cpu" else 50
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        # a scheduler can take the rate below zero (cosine's eta_min < 0...): the loss would climb
+        rates = [g["lr"] for o in trainer.optimizers for g in o.param_groups]
+        if any(float(lr) < 0 for lr in rates):
+            cb = trainer.checkpoint_callback
+            last = cb.last_model_path if cb else ""
+            raise Diverged(
+                f"the learning rate became {min(map(float, rates)):g} at epoch "
+                f"{trainer.current_epoch}, step {trainer.global_step}: a learning rate must not be "
+                "negative; check the scheduler.* settings (--cfg job shows them)"
+                + (f"; the last good checkpoint is {last}" if last else "")
+            )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step % self.check_every_n_steps == 0 or trainer.is_last_batch:

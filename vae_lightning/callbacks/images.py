@@ -10,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
 from vae_lightning.callbacks.tensorboard import epoch_step, tensorboard
-from vae_lightning.errors import check_int
+from vae_lightning.errors import check_folder, check_int
 
 
 def publish(trainer: L.Trainer, tag: str, grid: torch.Tensor, png_dir: str | None) -> None:
@@ -48,7 +48,7 @@ class SampleGrid(L.Callback):
             nrow,
             seed,
             tag,
-            png_dir,
+            check_folder("png_dir", png_dir),
         )
 
     def latents(self, model) -> torch.Tensor:
@@ -74,7 +74,7 @@ class Reconstructions(L.Callback):
         self.num_images, self.tag, self.png_dir = (
             check_int("num_images", num_images, low=1, example=16),
             tag,
-            png_dir,
+            check_folder("png_dir", png_dir),
         )
         self.inputs: torch.Tensor | None = None
 

@@ -257,7 +257,10 @@ class BaseVAE(L.LightningModule):
             checkpoint["run_config"] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.run_config = checkpoint.get("run_config")
+        # a run started from a checkpoint keeps the config it was built from (its records and its
+        # own checkpoints say what it trains with); a model loaded for eval takes the saved one
+        if self.run_config is None:
+            self.run_config = checkpoint.get("run_config")
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):

@@ -35,7 +35,7 @@ from vae_lightning.errors import (
     first_line,
     instantiate_component,
 )
-from vae_lightning.runs.checkpoints import AtomicCheckpointIO
+from vae_lightning.runs.checkpoints import AtomicCheckpointIO, RunCheckpoint
 from vae_lightning.runs.preflight import check_checkpoint, check_run_settings, checkpoint_to_resume
 
 LIBRARIES = ("lightning.", "pytorch_lightning.", "torch.", "torchmetrics.")
@@ -69,7 +69,8 @@ def refused(where: str, config: DictConfig, error: BaseException, attempt) -> Us
     """A library refused the settings under ``where``: the one whose removal lets
     ``attempt(config)`` succeed is named with the library's message; else the section is."""
     message = first_line(error)
-    for key in [k for k in config if not str(k).startswith("_")]:
+    # the last keys first: a key the command line added (+key=...) comes after the config's own
+    for key in reversed([k for k in config if not str(k).startswith("_")]):
         trial = copy.deepcopy(config)
         with open_dict(trial):
             del trial[key]
@@ -113,12 +114,19 @@ def check_optimizer(cfg: DictConfig) -> None:
     param = torch.nn.Parameter(torch.zeros(1))
 
     def optimizer(config):
-        return instantiate(config)([param])
+        built = instantiate(config)([param])
+        param.grad = torch.zeros_like(param)
+        built.step()  # some settings are read by the first step only (fused kernels, amsgrad)
+        return built
 
     try:
         built = optimizer(cfg.optimizer)
-    except (*REFUSALS, InstantiationException) as e:
-        raise refused("optimizer", cfg.optimizer, e.__cause__ or e, optimizer) from None
+    except (*REFUSALS, RuntimeError, IndexError, InstantiationException) as e:
+        cause = e.__cause__ or e
+        library = str(cfg.optimizer.get("_target_", "")).startswith(LIBRARIES)
+        if not library and not isinstance(cause, (*REFUSALS, InstantiationException)):
+            raise  # a researcher's optimizer: its traceback
+        raise refused("optimizer", cfg.optimizer, cause, optimizer) from None
     if any(group.get("eps", 1) == 0 for group in built.param_groups):  # torch takes it: NaN
         raise SettingError(
             "optimizer.eps",
@@ -205,6 +213,17 @@ def build_trainer(cfg: DictConfig, model, resume_step: int | None = None) -> tup
             logger=loggers or False,
             plugins=[AtomicCheckpointIO()],
         )
+    asked = OmegaConf.select(cfg, "trainer.precision")
+    # float16 on a CPU: Lightning runs bfloat16 instead (its aliases, 32 for 32-true..., are fine)
+    if "16" in str(asked) and "bf16" not in str(asked) and "bf16" in str(trainer.precision):
+        raise SettingError(
+            "trainer.precision",
+            asked,
+            f"is not available here: Lightning would run {trainer.precision} instead (and the "
+            f"run's records would say {asked}); set trainer.precision={trainer.precision}, or "
+            "32-true",
+            plain=True,
+        )
     return trainer, messages
 
 
@@ -246,6 +265,10 @@ def build_run(cfg: DictConfig) -> Run:
     trainer, messages = build_trainer(
         cfg, model, resume_step=int(ckpt["global_step"]) if cfg.get("resume") else None
     )
+    if ckpt_path and not cfg.get("resume"):  # a new run: its best checkpoint is one of its own
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, RunCheckpoint):
+                callback.continues_run = False
     return Run(datamodule, model, trainer, ckpt_path, messages)
 
 
@@ -271,7 +294,11 @@ class BuildRun(Callback):
 
         boundary.composed.append(True)
         loader = GlobalHydra.instance().config_loader()
-        for job in boundary.sweep_probes(list(config.hydra.overrides.task)) or []:
+        try:
+            probes = boundary.sweep_probes(list(config.hydra.overrides.task)) or []
+        except UserError as e:  # Hydra would turn it into a warning
+            exit_with(e)
+        for job in probes:
             try:
                 loader.load_sweep_config(config, job)
             except Exception as e:  # Hydra turns a callback's exception into a warning: exit here

@@ -31,9 +31,15 @@ EXAMPLE = "e.g. ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt"
 class RunCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint whose saved paths follow the run folder: in a moved or copied
     run, the best and last checkpoints it recorded are found in their new place, so ``resume=true``
-    continues the run in place (Lightning's own would forget them and start ``last-v1.ckpt``)."""
+    continues the run in place (Lightning's own would forget them and start ``last-v1.ckpt``).
+    A new run started from another run's checkpoint (``ckpt_path=``, ``continues_run`` False) keeps
+    none of that run's records: its best checkpoint is one of its own."""
+
+    continues_run = True
 
     def load_state_dict(self, state_dict: dict) -> None:
+        if not self.continues_run:
+            return
         saved = state_dict.get("dirpath")
         if saved and self.dirpath and os.path.normpath(saved) != os.path.normpath(self.dirpath):
 

@@ -91,12 +91,9 @@ def show_summary(
     to look at what it wrote."""
     rows = [("run folder", str(run_dir)), ("epochs", str(epochs))]
     if best:
-        rows.append(
-            (
-                "best checkpoint",
-                f"{Path(best).name}  (val/loss {metrics.get('best/val_loss', float('nan')):.2f})",
-            )
-        )
+        key = next((k for k in metrics if k.startswith("best/")), "best/val_loss")
+        score = f"{key.split('/', 1)[1].replace('_', '/', 1)} {metrics.get(key, float('nan')):.2f}"
+        rows.append(("best checkpoint", f"{Path(best).name}  ({score})"))
     tests = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("test/")}
     if tests:
         rows.append(("test, nats/image", "  ".join(f"{k} {v:.2f}" for k, v in tests.items())))
