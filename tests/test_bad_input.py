@@ -282,6 +282,8 @@ def table(tiny_mnist: Path, tmp: Path, ckpt: Path) -> dict[str, tuple[str, list[
         "float16 on a CPU": (TRAIN, [root, "trainer.precision=16-mixed"], "trainer.precision=16-mixed is not available here: Lightning would run bf16-mixed", pre),
         "png_dir is a file": (TRAIN, [root, f"callbacks.sample_grid.png_dir={a_file}"], f"callbacks.sample_grid.png_dir='{a_file}' must be a folder, but it is a file", pre),
         "a logger's folder is a file": (TRAIN, [root, "data.val_size=100", "logger=csv", f"logger.csv.save_dir={a_file}"], f"cannot use {a_file}/csv (Not a directory)", run),
+        "validation never runs": (TRAIN, [root, "trainer.check_val_every_n_epoch=5", "trainer.max_epochs=2"],
+                                  "trainer.check_val_every_n_epoch=5 is more than trainer.max_epochs=2: validation would never run", pre),
         "a sweep of no value": (TRAIN, ["-m", root, "model.latent_dim=range(5,2)"], "model.latent_dim=range(5,2) sweeps no value", pre),
         # summarize
         "summarize: no folder": (SUMMARIZE, [], "give one sweep folder: python -m vae_lightning.summarize SWEEP_DIR", run),

@@ -138,6 +138,14 @@ def check_run_settings(cfg: DictConfig) -> None:
             f"(trainer.limit_val_batches={limit_val}, trainer.check_val_every_n_epoch={every}, "
             f"trainer.max_epochs={max_epochs}): turn validation on, or use scheduler=none|cosine"
         )
+    if limit_val != 0 and every is not None and not validates:
+        raise SettingError(
+            "trainer.check_val_every_n_epoch",
+            every,
+            f"is more than trainer.max_epochs={max_epochs}: validation would never run (no "
+            "val/loss, no best checkpoint); lower it, or set trainer.limit_val_batches=0 to train "
+            "without validation",
+        )
     t_max = scheduler.get("T_max") if "T_max" in scheduler else None
     if t_max is not None and (isinstance(t_max, bool) or not isinstance(t_max, int) or t_max < 1):
         raise SettingError(
