@@ -35,13 +35,15 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
-from vae_lightning.errors import check_bool, check_float, check_int
+from vae_lightning.errors import check_bool, check_choice, check_float, check_int
 from vae_lightning.models.components import load_class, plain
 from vae_lightning.models.likelihoods import Likelihood, per_channel_range
 
 STAGES, TERMS = ("train", "val", "test"), ("loss", "recon", "kl")
 # what the gradient follows in training, logged when it differs from the ELBO
 OBJECTIVE = "objective"
+# torch.compile's modes
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MODEL_CLASS = "model_class"  # the checkpoint key naming the class a checkpoint was trained with
 
 
@@ -104,6 +106,8 @@ class BaseVAE(L.LightningModule):
         )
         check_int("kl_warmup_epochs", kl_warmup_epochs, low=0, example=10, note=" (0 = no warm-up)")
         check_bool("compile", compile)
+        if compile_mode is not None:  # torch.compile reads it at the first step only
+            check_choice("compile_mode", compile_mode, COMPILE_MODES)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.hparams.update({k: plain(v) for k, v in self.hparams.items()})
         self.hparams.update(

@@ -28,6 +28,7 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vae_lightning.data.download import reachable
 from vae_lightning.errors import (
     SettingError,
     UserError,
@@ -138,6 +139,8 @@ def check_optimizer(cfg: DictConfig) -> None:
     if cfg.get("scheduler"):
         try:
             instantiate(cfg.scheduler)(built)
+        except SettingError as e:  # a schedule's own check, named from the config's top
+            raise e.under("scheduler") from None
         except (*REFUSALS, InstantiationException) as e:
             raise refused(
                 "scheduler", cfg.scheduler, e.__cause__ or e, lambda c: instantiate(c)(built)
@@ -191,6 +194,15 @@ def build_trainer(cfg: DictConfig, model, resume_step: int | None = None) -> tup
             check_monitor(f"callbacks.{name}", callbacks[-1], model)
     loggers = []
     for name, c in (cfg.get("logger") or {}).items():
+        server = str(c.get("tracking_uri") or "") if OmegaConf.is_dict(c) else ""
+        if server.startswith(("http://", "https://")) and not reachable(server):
+            raise SettingError(  # the client would retry for minutes, then fail
+                f"logger.{name}.tracking_uri",
+                server,
+                "does not answer (no server accepts a connection there): start the server, or "
+                "drop the setting for the local store",
+                plain=True,
+            )
         if c:
             purge = (
                 {"purge_step": resume_step} if resume_step and "TensorBoard" in c._target_ else {}
