@@ -287,6 +287,8 @@ def table(tiny_mnist: Path, tmp: Path, ckpt: Path) -> dict[str, tuple[str, list[
         "compile_mode=banana": (TRAIN, [root, "model.compile=true", "model.compile_mode=banana"],
                                 "model.compile_mode='banana' is not one of default, reduce-overhead", pre),
         "a schedule's own setting": (TRAIN, [root, "scheduler=iwae_paper", "scheduler.stages=0"], "scheduler.stages=0 must be >= 1", pre),
+        "a model setting deleted": (TRAIN, [root, "~model.latent_dim"],
+                                    "~model.latent_dim would build VAE with its own default for model.latent_dim", pre),
         "validation never runs": (TRAIN, [root, "trainer.check_val_every_n_epoch=5", "trainer.max_epochs=2"],
                                   "trainer.check_val_every_n_epoch=5 is more than trainer.max_epochs=2: validation would never run", pre),
         "a sweep of no value": (TRAIN, ["-m", root, "model.latent_dim=range(5,2)"], "model.latent_dim=range(5,2) sweeps no value", pre),

@@ -37,7 +37,12 @@ from vae_lightning.errors import (
     instantiate_component,
 )
 from vae_lightning.runs.checkpoints import AtomicCheckpointIO, RunCheckpoint
-from vae_lightning.runs.preflight import check_checkpoint, check_run_settings, checkpoint_to_resume
+from vae_lightning.runs.preflight import (
+    check_checkpoint,
+    check_deleted_settings,
+    check_run_settings,
+    checkpoint_to_resume,
+)
 
 LIBRARIES = ("lightning.", "pytorch_lightning.", "torch.", "torchmetrics.")
 # how torch and Lightning refuse a setting
@@ -262,10 +267,21 @@ def say_held(run: Run) -> None:
     run.messages = []
 
 
+def command_line() -> list[str]:
+    """The run's overrides, as Hydra parsed them (none outside a Hydra run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # HydraConfig not set: built outside Hydra (a test, a notebook)
+        return []
+
+
 def build_run(cfg: DictConfig) -> Run:
     """Check the run's settings, read the checkpoint it starts from, build every component (seeded,
     so the weights are the seed's); nothing is written, and no data is read yet."""
     check_run_settings(cfg)
+    check_deleted_settings(cfg, command_line())
     ckpt_path, ckpt = checkpoint_to_resume(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate_component(cfg.data, "data")

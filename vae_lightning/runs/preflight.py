@@ -13,7 +13,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from vae_lightning.errors import SettingError, UserError, check_bool, check_float, check_int
+from vae_lightning.errors import (
+    SettingError,
+    UserError,
+    accepted_settings,
+    check_bool,
+    check_float,
+    check_int,
+)
 from vae_lightning.models.base import MODEL_CLASS
 from vae_lightning.runs.checkpoints import readable_checkpoint
 from vae_lightning.runs.record import result_settings
@@ -159,6 +166,31 @@ def check_run_settings(cfg: DictConfig) -> None:
             f"resume=true continues this run folder's last.ckpt, ckpt_path={cfg.ckpt_path} "
             "another: drop one of them"
         )
+
+
+def check_deleted_settings(cfg: DictConfig, overrides: list[str]) -> None:
+    """``~model.latent_dim``: a setting of a component deleted from the command line would be built
+    with the class's own default, which the run's records (metrics.json, HParams) would not show. A
+    key the class does not take (``~model.net.hidden_dims`` for ConvNet) may go."""
+    from hydra.utils import get_object
+
+    for override in overrides:
+        if not override.startswith("~"):
+            continue
+        parent, _, name = override[1:].split("=", 1)[0].rpartition(".")
+        node = _select(cfg, parent) if parent else None
+        if not OmegaConf.is_dict(node) or "_target_" not in node:
+            continue
+        try:
+            target = get_object(str(node._target_))
+        except Exception:  # not importable: the build says so
+            continue
+        if isinstance(target, type) and name in (accepted_settings(target) or ()):
+            raise UserError(
+                f"{override} would build {target.__name__} with its own default for "
+                f"{parent}.{name}, which the run's records would not show: set "
+                f"{parent}.{name}=<value> instead"
+            )
 
 
 def check_nodes(cfg: DictConfig) -> None:
