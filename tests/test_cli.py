@@ -32,6 +32,21 @@ def test_console_scripts_run_from_any_folder_with_the_same_one_line_errors(tmp_p
     assert proc.returncode == 0 and "eval" in proc.stdout  # Hydra's own flags still work
 
 
+@pytest.mark.parametrize("name", ["vae-train", "vae-eval", "vae-sample", "vae-summarize"])
+def test_help_shows_what_each_entry_point_takes(name, tmp_path):
+    proc = subprocess.run([BIN / name, "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]
+    takes = {
+        "vae-train": ["model/net: conv, mlp", "model:", "trainer:"],
+        "vae-eval": ["ckpt_path: ???", "iw_samples:", "data:"],
+        "vae-sample": ["ckpt_path: ???", "mode: prior", "data:"],
+        "vae-summarize": ["SWEEP_DIR", "summary.csv"],
+    }[name]
+    assert all(t in proc.stdout for t in takes), proc.stdout[:3000]
+    if name in ("vae-eval", "vae-sample"):  # not the training groups, which they would refuse
+        assert "model/net" not in proc.stdout and "logger:" not in proc.stdout, proc.stdout[:3000]
+
+
 def test_a_console_script_trains_from_another_folder(tiny_mnist, tmp_path):
     from tests.conftest import TINY
 

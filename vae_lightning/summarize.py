@@ -181,6 +181,10 @@ class SweepSummary(Callback):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print("usage: python -m vae_lightning.summarize SWEEP_DIR  (or: vae-summarize SWEEP_DIR)\n")
+        print(__doc__)
+        return 0
     if len(argv) != 1 or not Path(argv[0]).is_dir():
         print(
             "error: give one sweep folder: python -m vae_lightning.summarize SWEEP_DIR "
