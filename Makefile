@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 train: install
-	$(PY) -m vae_lightning.train $(ARGS)
+	VAE_LIGHTNING_MAKE=train $(PY) -m vae_lightning.train $(ARGS)
 
 eval: install
 	$(PY) -m vae_lightning.eval $(ARGS)

@@ -19,7 +19,12 @@ from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import REPO, TINY, run_train
-from vae_lightning.callbacks.guards import Diverged, DivergenceGuard, InterruptCheckpoint
+from vae_lightning.callbacks.guards import (
+    Diverged,
+    DivergenceGuard,
+    InterruptCheckpoint,
+    resume_hint,
+)
 from vae_lightning.resolvers import auto_precision
 from vae_lightning.runs import checkpoints
 from vae_lightning.runs.checkpoints import AtomicCheckpointIO
@@ -349,6 +354,7 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_mid_epoch(tiny_mnist, tm
         f"to continue, run the same command with hydra.run.dir={run} resume=true"
     )
     assert json.loads((run / "run_info.json").read_text())["status"] == "interrupted"
+    assert err.strip().splitlines()[-1] in (run / "train.log").read_text()  # the hint, kept
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
     assert all_checkpoints_load(run) == ["best-epoch000.ckpt", "last.ckpt"]
     proc = run_train(
@@ -403,6 +409,17 @@ def test_sigterm_to_a_ddp_run_stops_its_ranks_together_and_the_run_resumes(tiny_
     batches = sorted(tuple(map(int, line.split()[:2])) for line in seen.read_text().splitlines())
     # each batch once on each rank
     assert batches == sorted([(e, b) for e in (0, 1) for b in range(STEPS_PER_EPOCH)] * 2)
+
+
+def test_the_resume_hint_of_a_make_train_run_is_a_make_command(monkeypatch):
+    run = Path("/runs/my run")
+    monkeypatch.setattr(sys, "argv", ["train", "model.latent_dim=8", "hydra.run.dir=/old"])
+    monkeypatch.delenv("VAE_LIGHTNING_MAKE", raising=False)
+    assert resume_hint(run) == "run the same command with 'hydra.run.dir=/runs/my run' resume=true"
+    monkeypatch.setenv("VAE_LIGHTNING_MAKE", "train")  # what `make train` sets
+    assert resume_hint(run) == (
+        "run: make train ARGS='model.latent_dim=8 hydra.run.dir=/runs/my run resume=true'"
+    )
 
 
 def test_a_damaged_last_checkpoint_falls_back_to_the_newest_intact_one(tiny_mnist, tmp_path):

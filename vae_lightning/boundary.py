@@ -29,6 +29,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from vae_lightning.errors import USER_FULL_ERROR, UserError, exit_with, first_line, full_error
+from vae_lightning.files import append_to_log_files
 from vae_lightning.resolvers import override_key
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -340,14 +341,7 @@ def log_traceback(exc: BaseException) -> None:
     text = "".join(traceback.format_exception(exc)) + (
         f"error: {error}\n" if error is not None else ""
     )
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.acquire()
-            try:
-                handler.stream.write(text)
-                handler.flush()
-            finally:
-                handler.release()
+    append_to_log_files(text)
 
 
 def report(exc: BaseException) -> UserError:

@@ -1,6 +1,7 @@
 """Writing result files so that a reader (or a kill) never leaves half of one."""
 
 import json
+import logging
 import os
 import tempfile
 from contextlib import contextmanager
@@ -91,3 +92,16 @@ def write_json(path: str | Path, data: dict) -> None:
         raise OSError(e.errno, e.strerror, str(path)) from e
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def append_to_log_files(text: str) -> None:
+    """Append ``text`` to the log files of Python's root logger (a run's ``train.log``), beside what
+    the terminal shows."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and handler.stream is not None:
+            handler.acquire()
+            try:
+                handler.stream.write(text)
+                handler.flush()
+            finally:
+                handler.release()

@@ -3,6 +3,7 @@ SIGTERM (also when the run's ranks train in processes of their own: ``stops_reac
 
 import contextlib
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -16,6 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.multiprocessing import ProcessExitedException
 
 from vae_lightning.errors import UserError, check_int
+from vae_lightning.files import append_to_log_files
 
 SIGTERM_EXIT = 128 + signal.SIGTERM  # the shell's code for a process ended by SIGTERM
 
@@ -171,13 +173,24 @@ class InterruptCheckpoint(Callback):
     def _save(self, trainer: L.Trainer, what: str) -> None:
         trainer.save_checkpoint(self.ckpt_path, weights_only=False)  # every rank: rank zero writes
         if trainer.is_global_zero:
-            # one write: processes stopped together (a sweep's workers) keep a line each
-            sys.stderr.write(
+            line = (
                 f"{what} at epoch {trainer.current_epoch}, step {trainer.global_step}: "
-                f"saved {self.ckpt_path}; to continue, run the same command with "
-                f"{shlex.quote(f'hydra.run.dir={self.run_dir}')} resume=true\n"
+                f"saved {self.ckpt_path}; to continue, {resume_hint(self.run_dir)}\n"
             )
+            # one write: processes stopped together (a sweep's workers) keep a line each
+            sys.stderr.write(line)
             sys.stderr.flush()
+            append_to_log_files(line)
+
+
+def resume_hint(run_dir: Path) -> str:
+    """How to continue a stopped run: the same command with its folder and resume=true (for a run
+    that ``make train ARGS=...`` started, that make command)."""
+    if os.environ.get("VAE_LIGHTNING_MAKE") == "train":  # set by the Makefile's train target
+        kept = [a for a in sys.argv[1:] if not a.startswith(("hydra.run.dir=", "resume="))]
+        args = " ".join([*kept, f"hydra.run.dir={run_dir}", "resume=true"])
+        return f"run: make train ARGS={shlex.quote(args)}"
+    return f"run the same command with {shlex.quote(f'hydra.run.dir={run_dir}')} resume=true"
 
 
 @contextlib.contextmanager
