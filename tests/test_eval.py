@@ -104,6 +104,11 @@ def test_eval_entry_point_writes_eval_json_and_prints_a_table(latent2_run):
     )
     for row in ("negative ELBO", "-log p(x), IW k=200", "active units", "wall time"):
         assert row in proc.stdout
+    # it says what it computes, and how far it is (its last progress line: all done)
+    ckpt = latent2_run / "checkpoints" / "last.ckpt"
+    assert f"evaluating {ckpt} on the test set (2 batches" in proc.stderr
+    assert "k=200" in proc.stderr and "  200 images (2/2 batches)" in proc.stderr, proc.stderr
+    assert result["checkpoint"] == str(ckpt)
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):

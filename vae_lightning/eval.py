@@ -4,6 +4,7 @@ Reports on the test set, in nats per image: the negative ELBO with its reconstru
 terms, the importance-weighted estimate of -log p(x) (Burda et al., 2016), and the active units.
 """
 
+import sys
 import time
 from pathlib import Path
 
@@ -37,13 +38,34 @@ def dataset_name(data_config: dict) -> str:
     return data_config.get("name") or str(data_config.get("_target_", "?")).rsplit(".", 1)[-1]
 
 
+def progress(total_batches: int, every_s: float = 10.0):
+    """A function to call after each batch: every ``every_s`` seconds (and at the end) it says on
+    stderr how many images are done, the time spent and about how much is left."""
+    start, last = time.perf_counter(), [time.perf_counter()]
+
+    def done(batches: int, images: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] < every_s and batches < total_batches:
+            return
+        last[0], spent = now, now - start
+        left = spent / batches * (total_batches - batches)
+        print(
+            f"  {images} images ({batches}/{total_batches} batches), {spent:.0f} s spent, "
+            f"about {left:.0f} s left",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return done
+
+
 @torch.no_grad()
-def evaluate(model, batches, iw_samples: int, max_decodes: int) -> dict:
+def evaluate(model, batches, iw_samples: int, max_decodes: int, after_batch=None) -> dict:
     """Per-image means over ``batches`` of (x, y): ELBO terms, IW log-likelihood, active units (per
-    stochastic layer)."""
+    stochastic layer). ``after_batch(batches, images)`` is called after each batch (progress)."""
     sums = {"neg_elbo": 0.0, "recon": 0.0, "kl": 0.0, "iw_nll": 0.0}
     codes, n = {}, 0
-    for x, _ in batches:
+    for i, (x, _) in enumerate(batches, 1):
         x = x.to(model.device)
         out = model.losses(x)
         b = len(x)
@@ -54,6 +76,8 @@ def evaluate(model, batches, iw_samples: int, max_decodes: int) -> dict:
         for layer, mu in model.codes(x).items():
             codes.setdefault(layer, []).append(mu.float().cpu())
         n += b
+        if after_batch is not None:
+            after_batch(i, n)
     layers = {layer: active_units(torch.cat(mus)) for layer, mus in codes.items()}
     result = {
         **{k: v / n for k, v in sums.items()},
@@ -138,7 +162,16 @@ def run(cfg: DictConfig) -> dict:
     with settings_of("data"):
         datamodule.prepare_data()
     batches = datamodule.loader(cfg.eval.split, batch_size=cfg.eval.batch_size)
-    result = evaluate(model, batches, iw_samples, cfg.eval.max_decodes)
+    print(
+        f"evaluating {ckpt_path} on the {cfg.eval.split} set ({len(batches)} batches of "
+        f"{cfg.eval.batch_size}): the negative ELBO, -log p(x) by importance weighting with "
+        f"k={iw_samples} (k decoder passes per image) and the active units, on {device}",
+        file=sys.stderr,
+        flush=True,
+    )
+    result = evaluate(
+        model, batches, iw_samples, cfg.eval.max_decodes, after_batch=progress(len(batches))
+    )
     data = config["data"]
     result.update(
         checkpoint=str(ckpt_path.resolve()),
