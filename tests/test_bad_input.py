@@ -88,6 +88,10 @@ def make_files(tmp: Path) -> None:
     (tmp / "flipped.npz").write_bytes(bytes(flipped))
     np.savez(tmp / "no_x.npz", images=np.zeros((5, 8, 8), np.uint8))
     np.savez(tmp / "masks.npz", x_train=(np.random.default_rng(0).random((50, 8, 8)) > 0.5).astype(np.uint8))
+    nan = np.random.default_rng(0).random((50, 8, 8)).astype(np.float32)
+    nan[3, 4, 5] = np.nan
+    np.savez(tmp / "nan.npz", x_train=nan)
+    np.savez(tmp / "colour.npz", x_train=np.random.default_rng(0).integers(0, 256, (50, 32, 32, 3), dtype=np.uint8))
     damaged_root(tmp / "trunc", truncate)
     damaged_root(tmp / "magic", wrong_magic)
 
@@ -289,6 +293,13 @@ def table(tiny_mnist: Path, tmp: Path, ckpt: Path) -> dict[str, tuple[str, list[
         "a schedule's own setting": (TRAIN, [root, "scheduler=iwae_paper", "scheduler.stages=0"], "scheduler.stages=0 must be >= 1", pre),
         "a model setting deleted": (TRAIN, [root, "~model.latent_dim"],
                                     "~model.latent_dim would build VAE with its own default for model.latent_dim", pre),
+        "a part the model lacks": (TRAIN, [root, "model=hvae", "model/posterior=iaf"],
+                                   "model/posterior=iaf: model=hvae has no posterior to choose: drop model/posterior=iaf", pre),
+        "NaN pixels": (TRAIN, ["data=arrays", f"data.path={tmp / 'nan.npz'}", "data.val_size=5"],
+                       f"{tmp / 'nan.npz'}: x_train holds 1 NaN or infinite pixels", run),
+        "ckpt_path of other images": (TRAIN, ["data=arrays", f"data.path={tmp / 'colour.npz'}", "data.val_size=5", "model.loss=mse",
+                                              ck, "experiment=latent2", "model.net.hidden_dims=[128,64]", "trainer.max_epochs=5"],
+                                      "holds a model of [1, 28, 28] images, but this run's data are [3, 32, 32]", pre),
         "validation never runs": (TRAIN, [root, "trainer.check_val_every_n_epoch=5", "trainer.max_epochs=2"],
                                   "trainer.check_val_every_n_epoch=5 is more than trainer.max_epochs=2: validation would never run", pre),
         "a sweep of no value": (TRAIN, ["-m", root, "model.latent_dim=range(5,2)"], "model.latent_dim=range(5,2) sweeps no value", pre),

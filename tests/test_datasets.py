@@ -185,6 +185,15 @@ def test_bad_arrays_are_one_line_errors(tmp_path, arrays, match):
     assert str(tmp_path / "bad.npz") in one_line(err)
 
 
+def test_boolean_masks_are_black_and_white_images(tmp_path):
+    masks = np.random.default_rng(0).random((20, 8, 8)) > 0.5
+    np.savez(tmp_path / "masks.npz", x_train=masks)
+    dm = ArrayDataModule(path=str(tmp_path / "masks.npz"), val_size=2, test_size=2)
+    dm.prepare_data()
+    images = dm.split("train")[0]
+    assert images.dtype == torch.uint8 and set(images.unique().tolist()) == {0, 255}
+
+
 def test_bad_array_paths(tmp_path):
     with pytest.raises(SettingError) as err:
         ArrayDataModule(path=str(tmp_path / "missing.npz"))

@@ -123,6 +123,14 @@ def known_keys(config_name: str, overrides: list[str]) -> list[str]:
         return []
 
 
+def chosen_option(config_name: str, overrides: list[str], group: str) -> str | None:
+    """The option of ``group`` that these overrides compose with (None when they do not)."""
+    try:
+        return compose(config_name, overrides).hydra.runtime.choices.get(group)
+    except Exception:
+        return None
+
+
 def not_a_setting(key: str, config_name: str, others: list[str]) -> UserError:
     known = known_keys(config_name, others)
     section = key.split(".")[0]
@@ -167,6 +175,17 @@ def composition_error(error: Exception, config_name: str, overrides: list[str]) 
         for i, o in enumerate(overrides)
         if known_keys(config_name, overrides[:i] + overrides[i + 1 :])  # the rest composes
     ]
+    for override in at_fault:  # model/posterior=iaf beside a model that has no posterior part
+        name = override.partition("=")[0]
+        parent, _, part = name.rpartition("/")
+        if parent and not name.startswith(("+", "~")) and (CONF_DIR / name).is_dir():
+            others = [o for o in overrides if o != override]
+            chosen = chosen_option(config_name, others, parent)
+            if chosen is not None:
+                return UserError(
+                    f"{override}: {parent}={chosen} has no {part} to choose: drop {override}, or "
+                    f"choose a {parent} that has one"
+                )
     if len(at_fault) == 1:
         override = at_fault[0]
         key, _, value = override.partition("=")

@@ -80,7 +80,15 @@ def layout(where: str, shape: Sequence[int]) -> tuple[bool, tuple[int, int, int]
 def to_images(where: str, array: np.ndarray) -> torch.Tensor:
     """uint8 (N, C, H, W) from a uint8 or float-in-[0, 1] array laid out as ``layout`` reads it."""
     channels_last, _ = layout(where, array.shape)
+    if array.dtype == np.bool_:  # masks: True is white
+        array = array.astype(np.uint8) * 255
     if np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array)
+        if not finite.all():
+            raise UserError(
+                f"{where} holds {int(array.size - finite.sum())} NaN or infinite pixels: replace "
+                "them (e.g. numpy.nan_to_num) and keep the floats in [0, 1]"
+            )
         lo, hi = (float(array.min()), float(array.max()))
         if not 0.0 <= lo <= hi <= 1.0:
             raise UserError(
@@ -90,8 +98,7 @@ def to_images(where: str, array: np.ndarray) -> torch.Tensor:
         array = np.round(array * 255.0).astype(np.uint8)
     elif array.dtype != np.uint8:
         raise UserError(
-            f"{where} has dtype {array.dtype}: store uint8 (0..255), e.g. x.astype(numpy.uint8), "
-            "or floats in [0, 1]"
+            f"{where} has dtype {array.dtype}: store uint8 (0..255), or floats in [0, 1]"
         )
     elif array.size and int(array.max()) == 1:  # 0/1 masks (all zeros is black on purpose)
         raise UserError(

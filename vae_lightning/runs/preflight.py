@@ -295,6 +295,12 @@ def check_checkpoint(ckpt_path: str, ckpt: dict, model, cfg: DictConfig) -> None
     saved = ckpt.get("hyper_parameters", {})
     for key in ARCHITECTURE:
         if key in saved and key in model.hparams and saved[key] != model.hparams[key]:
+            if key == "input_shape":  # the data, not a model setting, differs
+                raise UserError(
+                    f"ckpt_path={ckpt_path} holds a model of {list(saved[key])} images, but this "
+                    f"run's data are {list(model.hparams[key])}: use the data it was trained on "
+                    "(data=...), or start without ckpt_path"
+                )
             raise UserError(
                 f"ckpt_path={ckpt_path} holds a model with model.{key}={saved[key]}, but this "
                 f"run's is {model.hparams[key]}: drop the model overrides, or start without "
