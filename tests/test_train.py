@@ -263,29 +263,19 @@ def test_early_stopping_and_the_profiler_report(tiny_mnist, tmp_path):
 def test_a_default_run_prints_no_dependency_noise(tiny_mnist, tmp_path):
     """With Python's warnings on, the default command prints no tip, deprecation or precision
     notice."""
-    proc = run_train(
-        f"data.root={tiny_mnist}",
-        f"hydra.run.dir={tmp_path / 'r'}",
-        "data.val_size=100",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=3",
-        "callbacks.latent_embedding.num_points=20",
-        env={"PYTHONWARNINGS": "default"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    # and resumed with more epochs
-    resumed = run_train(
-        f"data.root={tiny_mnist}",
-        f"hydra.run.dir={tmp_path / 'r'}",
-        "data.val_size=100",
-        "trainer.max_epochs=2",
-        "trainer.limit_train_batches=3",
-        "callbacks.latent_embedding.num_points=20",
-        "resume=true",
-        env={"PYTHONWARNINGS": "default"},
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    out = proc.stdout + proc.stderr + resumed.stdout + resumed.stderr
+    out = ""
+    for more in (["trainer.max_epochs=1"], ["trainer.max_epochs=2", "resume=true"]):  # and resumed
+        proc = run_train(
+            f"data.root={tiny_mnist}",
+            f"hydra.run.dir={tmp_path / 'r'}",
+            "data.val_size=100",
+            "trainer.limit_train_batches=3",
+            "callbacks.latent_embedding.num_points=20",
+            *more,
+            env={"PYTHONWARNINGS": "default"},
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out += proc.stdout + proc.stderr
     for noise in (
         "litlogger",
         "LeafSpec",
