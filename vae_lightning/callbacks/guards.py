@@ -49,12 +49,18 @@ class DivergenceGuard(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         # a scheduler can take the rate below zero (cosine's eta_min < 0...): the loss would climb
-        rates = [g["lr"] for o in trainer.optimizers for g in o.param_groups]
-        if any(float(lr) < 0 for lr in rates):
+        # (a plain float each; a tensor rate, which reading would sync with the device, is left)
+        rates = [
+            g["lr"]
+            for o in trainer.optimizers
+            for g in o.param_groups
+            if not isinstance(g["lr"], torch.Tensor)
+        ]
+        if any(lr < 0 for lr in rates):
             cb = trainer.checkpoint_callback
             last = cb.last_model_path if cb else ""
             raise Diverged(
-                f"the learning rate became {min(map(float, rates)):g} at epoch "
+                f"the learning rate became {min(rates):g} at epoch "
                 f"{trainer.current_epoch}, step {trainer.global_step}: a learning rate must not be "
                 "negative; check the scheduler.* settings (--cfg job shows them)"
                 + (f"; the last good checkpoint is {last}" if last else "")
