@@ -138,7 +138,13 @@ def test_iwae_preset_trains_and_evaluates_at_its_k(tiny_mnist, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
     # all 7 decays of 10^(-1/7) within the 2 epochs
-    assert metrics["lr-Adam"] == pytest.approx(1e-4, rel=1e-9)
+    assert metrics["train/lr"] == pytest.approx(1e-4, rel=1e-9)
+    # a scheduled rate is a curve in TensorBoard, one point per epoch: the rate it started with
+    # (the squeezed schedule is in its last stage from the second epoch on)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    curve = EventAccumulator(str(run / "tensorboard")).Reload().Scalars("train/lr")
+    assert [e.value for e in curve] == pytest.approx([1e-3, 1e-4], rel=1e-6)
     for stage in ("train", "val", "test"):
         # the IW bound is the tighter one
         assert metrics[f"{stage}/iw_loss"] < metrics[f"{stage}/loss"], stage

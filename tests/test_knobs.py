@@ -171,15 +171,15 @@ def test_tensorboard_shows_kl_per_dim_each_epoch_and_the_test_embedding(latent2_
     ).Reload()
     steps = [e.step for e in events.Scalars("val/loss")]
     # one x-axis: the step
-    assert [e.step for e in events.Histograms("kl_per_dim")] == steps == [15, 31, 47]
+    assert [e.step for e in events.Histograms("z/kl_per_dim")] == steps == [15, 31, 47]
     # the dims' KLs add up to the epoch's val/kl (both are means over the validation images)
-    for hist, kl in zip(events.Histograms("kl_per_dim"), events.Scalars("val/kl")):
+    for hist, kl in zip(events.Histograms("z/kl_per_dim"), events.Scalars("val/kl")):
         assert abs(hist.histogram_value.sum - kl.value) < 1e-3 * max(1.0, kl.value), (
             hist.histogram_value.sum,
             kl.value,
         )
-    assert len(events.Scalars("val/kl_dims_above_0.01")) == 3
-    # val/active_units counts as eval does (Cov_x E_q[z_d] > 0.01),
+    assert len(events.Scalars("z/kl_dims_above_0.01")) == 3
+    # z/active_units counts as eval does (Cov_x E_q[z_d] > 0.01),
     # here on the validation set of the last epoch
     from vae_lightning.models.metrics import active_units
     from vae_lightning.runs.checkpoints import build_datamodule, load_model
@@ -189,7 +189,7 @@ def test_tensorboard_shows_kl_per_dim_each_epoch_and_the_test_embedding(latent2_
         mus = torch.cat(
             [module.encode(x) for x, _ in build_datamodule(config, module).loader("val")]
         )
-    assert [e.value for e in events.Scalars("val/active_units")][-1] == active_units(mus)[0]
+    assert [e.value for e in events.Scalars("z/active_units")][-1] == active_units(mus)[0]
     projector = latent2_run / "tensorboard" / "projector_config.pbtxt"
     assert "test_mu" in projector.read_text() and "sprite.png" in projector.read_text()
     folder = next((latent2_run / "tensorboard").glob("*/test_mu"))

@@ -1,8 +1,15 @@
 """Multiruns end to end: the sweep summary, failed jobs, rebuilding the summary, HParams across
 runs, the joblib launcher, the Optuna sweeper and the SLURM launcher config."""
 
+import contextlib
 import csv
+import json
 import math
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -124,33 +131,94 @@ def test_every_run_of_the_sweep_has_its_hparams_in_tensorboard_under_a_name_sayi
         assert ended.status == 1  # STATUS_SUCCESS
 
 
-def test_the_hparams_dashboard_shows_swept_and_model_settings_first(grid):
-    acc = EventAccumulator(str(grid), size_guidance={"tensors": 0}).Reload()
-    content = acc.PluginTagToContent("hparams")
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(
-        content["_hparams_/experiment"]
-    ).experiment
-    # TensorBoard orders the columns by (not differs, name)
-    columns = [
-        h.name for h in sorted(experiment.hparam_infos, key=lambda h: (not h.differs, h.name))
-    ]
-    first = [h.name for h in experiment.hparam_infos if h.differs]
-    assert columns[: len(first)] == sorted(first) and {"model.latent_dim", "optimizer.lr"} <= set(
-        first
+@contextlib.contextmanager
+def tensorboard_server(logdir: Path):
+    """``tensorboard --logdir`` as a user starts it; yields a function that POSTs (or, with no body,
+    GETs) a path of its HTTP API and returns the JSON answer."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", f"--logdir={logdir}", f"--port={port}"]
+        + ["--host=127.0.0.1", "--reload_interval=1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    assert {
-        "model.loss",
-        "model.net",
-        "model.net.hidden_dims",
-        "optimizer",
-        "model.kl_weight",
-    } <= set(first)
-    assert not any(c.startswith(("data.", "seed", "trainer.")) for c in first), first
-    assert {"data.batch_size", "data.name", "seed", "trainer.max_epochs"} <= set(columns) - set(
-        first
-    )
-    assert not {"data.root", "data.download", "optimizer.fused", "model.compile"} & set(columns)
-    assert [m.name.tag for m in experiment.metric_infos] == ["val/loss", "test/loss"]
+
+    def ask(path: str, body: dict | None = None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/{path}", data, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read())
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:  # up, and done loading the folder (every run's HParams session read)
+            assert proc.poll() is None and time.monotonic() < deadline, "tensorboard did not start"
+            try:
+                if ask("data/plugin/hparams/session_groups", SESSION_GROUPS)["totalSize"] >= 1:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        yield ask
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+SESSION_GROUPS = {
+    "experimentName": "",
+    "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+    "colParams": [],
+    "startIndex": 0,
+    "sliceSize": 100,
+}
+
+
+def test_the_hparams_table_shows_what_the_sweep_varies_with_rows_told_apart(grid):
+    """As TensorBoard serves it to the browser for the sweep folder: the columns are the two swept
+    settings (the dashboard shows the first five and hides the rest, so settings the jobs share
+    are left out), and each row's name starts with its job number and values."""
+    with tensorboard_server(grid) as ask:
+        experiment = ask("data/plugin/hparams/experiment", {"experimentName": ""})
+        groups = ask("data/plugin/hparams/session_groups", SESSION_GROUPS)["sessionGroups"]
+    columns = [(h["name"], h.get("differs", False)) for h in experiment["hparamInfos"]]
+    assert columns == [("model.latent_dim", True), ("optimizer.lr", True)], columns
+    assert [m["name"]["tag"] for m in experiment["metricInfos"]] == ["val/loss", "test/loss"]
+    rows = {r["run_dir"]: r for r in read_csv(grid / "summary.csv")}
+    assert len(groups) == len(rows) == 4
+    for group in groups:
+        job = group["name"].split(":")[0]
+        r = rows[str(grid / job)]
+        label = f"model.latent_dim={r['model.latent_dim']},optimizer.lr={r['optimizer.lr']}"
+        assert group["name"] == f"{job}: {label} ({grid.name})", group["name"]
+        assert group["hparams"]["model.latent_dim"] == float(r["model.latent_dim"])
+        (value,) = [m["value"] for m in group["metricValues"] if m["name"]["tag"] == "val/loss"]
+        assert value == pytest.approx(float(r["val/loss"]), rel=1e-5)
+    # the table's first column shows about 15 characters: enough to tell the rows apart
+    assert len({g["name"][:15] for g in groups}) == 4
+
+
+def test_tensorboard_opens_on_the_losses_and_the_sample_grid(grid):
+    """TensorBoard's time series sorts the tags by name, groups them by their first part, and opens
+    the first two groups: those are the losses, with the sample grid; housekeeping sorts last."""
+    with tensorboard_server(grid / "0") as ask:
+        tags = ask("data/plugin/timeseries/tags")
+    names = {
+        t
+        for kind in ("scalars", "histograms")
+        for ts in tags[kind]["runTagInfo"].values()
+        for t in ts
+    }
+    names |= set(tags["images"]["tagRunSampledInfo"])
+    groups = list(dict.fromkeys(t.split("/")[0] for t in sorted(names)))
+    assert groups == ["test", "train", "val", "z"], groups
+    opened = {t for t in names if t.split("/")[0] in groups[:2]}
+    assert {"train/loss", "train/samples", "test/loss"} <= opened, opened
+    assert not {"epoch", "lr-Adam", "kl_per_dim"} & names, names
 
 
 def test_failed_jobs_become_failed_rows_and_the_others_finish(tiny_mnist, tmp_path):

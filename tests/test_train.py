@@ -104,8 +104,9 @@ def test_a_run_shows_its_config_and_a_summary_and_logs_to_train_log(tiny_mnist, 
         assert line in summary, summary
     log = (run / "train.log").read_text()
     assert "`Trainer.fit` stopped" in log and "summary" in log  # Lightning's messages and ours
+    assert "Total params" not in log  # trainer.enable_model_summary=false: no layer table
     # exact, not float32's
-    assert json.loads((run / "metrics.json").read_text())["metrics"]["lr-Adam"] == 1e-3
+    assert json.loads((run / "metrics.json").read_text())["metrics"]["train/lr"] == 1e-3
 
 
 def test_tensorboard_has_every_scalar_and_image_for_every_epoch(tiny_run):
@@ -113,17 +114,26 @@ def test_tensorboard_has_every_scalar_and_image_for_every_epoch(tiny_run):
     tags = acc.Tags()
     for tag in SCALARS:
         assert len(acc.Scalars(tag)) == 3, tag
-    assert any(t.startswith("lr-") for t in tags["scalars"])
+    # housekeeping stays out of the way: no "epoch" scalar, no learning-rate curve for a constant
+    # rate (it is in the settings), latent statistics under z/, after the losses
+    assert not [t for t in tags["scalars"] if t == "epoch" or "lr" in t], tags["scalars"]
+    assert {t.split("/")[0] for t in tags["scalars"] + tags["histograms"]} == {
+        "test",
+        "train",
+        "val",
+        "z",
+    }
     steps = [e.step for e in acc.Scalars("val/loss")]
     assert steps == [15, 31, 47]  # the last training step of each epoch (16 steps per epoch)
-    for tag in ("samples", "reconstructions"):
+    for tag in ("train/samples", "val/reconstructions"):
         assert [e.step for e in acc.Images(tag)] == steps, tag  # one x-axis for everything
-        pngs = sorted(p.name for p in (tiny_run / "images").glob(f"{tag}_epoch*.png"))
-        assert pngs == [f"{tag}_epoch00{e}.png" for e in range(3)], pngs  # the same grids as files
-    sample = acc.Images("samples")[0]
+        name = tag.split("/")[1]
+        pngs = sorted(p.name for p in (tiny_run / "images").glob(f"{name}_epoch*.png"))
+        assert pngs == [f"{name}_epoch00{e}.png" for e in range(3)], pngs  # the grids as files
+    sample = acc.Images("train/samples")[0]
     # a 4x4 grid of 28x28 with 2px padding
     assert (sample.width, sample.height) == (4 * 30 + 2, 4 * 30 + 2)
-    recon = acc.Images("reconstructions")[0]
+    recon = acc.Images("val/reconstructions")[0]
     assert (recon.width, recon.height) == (16 * 30 + 2, 2 * 30 + 2)  # inputs above reconstructions
 
 
@@ -146,6 +156,11 @@ def test_hparams_dashboard_gets_the_runs_settings_without_paths(tiny_run):
         values["model.net"].string_value == "MLPNet" and values["optimizer"].string_value == "Adam"
     )
     assert not {"data.root", "data.download", "optimizer.fused", "model.compile"} & set(values)
+    # its row in the HParams table: what the command line set, then the run folder
+    name = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]
+    ).session_start_info.group_name
+    assert name.endswith(f" ({tiny_run.name})") and "trainer.max_epochs=3" in name, name
     assert "_hparams_/session_end_info" in content  # the run finished
     # no experiment of its own: TensorBoard builds the columns from all the runs it shows,
     # differing ones first
@@ -284,8 +299,14 @@ def test_a_default_run_prints_no_dependency_noise(tiny_mnist, tmp_path):
         "deprecated",
         "exists and is not empty",
         "weights_only",
+        "FLOPs",
+        "Flops",
+        "already configured with model summary",
     ):
         assert noise not in out, (noise, out[-3000:])
+    # the layer table, in the console and the log, once per start
+    assert out.count("Total params") == 2 and "| MLPNet" in out, out[-3000:]
+    assert "1.1 M      Total params" in (tmp_path / "r" / "train.log").read_text()
 
 
 def test_a_training_start_builds_each_component_once(tiny_mnist, tmp_path):

@@ -29,6 +29,8 @@ def register_resolvers() -> None:
     # ("model.latent_dim=2, optimizer.lr=0.001"): the TensorBoard run's name. Outside a sweep: ""
     # (events go straight into <run>/tensorboard).
     OmegaConf.register_new_resolver("sweep_label", sweep_label, replace=True)
+    # ${trial_name:} -> the run's row in TensorBoard's HParams table (see trial_name).
+    OmegaConf.register_new_resolver("trial_name", trial_name, replace=True)
     # ${auto_precision:${trainer.accelerator}} -> bf16-mixed on a CPU with native bf16 (AVX-512 BF16
     # or AMX), else 32-true.
     OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
@@ -108,6 +110,24 @@ def sweep_label() -> str:
     chosen = [o.lstrip("+~") for o in hydra.overrides.task if override_key(o) in keys]
     label = ",".join(chosen) or run_label().replace(" ", ",")
     return label.replace("/", ".")  # model/net=conv names one folder, not two
+
+
+def trial_name() -> str:
+    """The run's name in TensorBoard's HParams table, whose first column shows about 15 characters:
+    what tells the rows apart comes first, then the folder, which keeps the name unique across
+    sweeps (TensorBoard merges rows of the same name). In a sweep: "3: model.latent_dim=8,
+    optimizer.lr=0.003 (<sweep folder>)"; else "model.latent_dim=8 (<run folder>)", or the run
+    folder's name when the command line sets nothing that shapes the result."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return ""
+    hydra = HydraConfig.get()
+    if hydra.mode == RunMode.MULTIRUN:
+        return f"{hydra.job.num}: {sweep_label()} ({Path(hydra.sweep.dir).name})"
+    label, folder = run_label(), Path(hydra.runtime.output_dir).name
+    return folder if label == folder else f"{label} ({folder})"
 
 
 def run_label() -> str:

@@ -1,5 +1,5 @@
 """One table per sweep: ``python -m vae_lightning.summarize SWEEP_DIR`` writes summary.csv and
-summary.md.
+summary.md, and the columns of TensorBoard's HParams table for the sweep.
 
 A row per job folder (``<sweep>/<job>/.hydra/overrides.yaml``): the overrides that vary across
 the sweep, final val/test metrics from its metrics.json, epochs, wall time (run_info.json),
@@ -198,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        csv_path, md_path = write_summary(argv[0])
+        varying, rows = collect(argv[0])
+        csv_path, md_path = write_summary(argv[0], (varying, rows))
+        write_sweep_experiment(argv[0], [r["hparams"] for r in rows if r["hparams"]])
     except OSError as e:
         error = user_error(e)
         if error is None:

@@ -127,17 +127,15 @@ def train(cfg: DictConfig) -> dict:
 
 def fit(cfg: DictConfig, trainer: L.Trainer, model, datamodule, ckpt_path: str | None) -> dict:
     """Train; write and return the run's record (metrics.json): the last epoch's train/ and val/
-    metrics, the exact final learning rates, the best checkpoint and its val/loss, the run's
+    metrics, the exact final learning rate, the best checkpoint and its val/loss, the run's
     settings."""
     with stops_reach_ranks(trainer):
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    # last epoch's train/ and val/
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    # the exact final learning rates, not their float32 copies
-    for i, optimizer in enumerate(trainer.optimizers):
-        name = f"lr-{type(optimizer).__name__}" + (f"-{i}" if len(trainer.optimizers) > 1 else "")
-        if name in metrics:
-            metrics[name] = float(optimizer.param_groups[0]["lr"])
+    # last epoch's train/ and val/ ("step" is where the loggers filed them)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k != "step"}
+    # the exact final learning rate (a scheduler's is also logged each epoch, as float32)
+    if trainer.optimizers:
+        metrics["train/lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
     epochs, global_step, best, best_score = fit_progress(trainer)
     if best_score is not None:  # best/val_loss, or best/<what the checkpoint callback follows>
         metrics[best_key(trainer)] = best_score

@@ -1,6 +1,7 @@
 """Every epoch, images in TensorBoard and as PNG files in the run folder: decoded samples of a fixed
-set of latents, and reconstructions. TensorBoard files them at the step of the epoch's scalars (one
-x-axis for all)."""
+set of latents (``train/samples``, beside the training losses: the first group TensorBoard opens),
+and reconstructions of validation images (``val/reconstructions``). TensorBoard files them at the
+step of the epoch's scalars (one x-axis for all)."""
 
 from pathlib import Path
 
@@ -9,19 +10,21 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
-from vae_lightning.callbacks.tensorboard import epoch_step, tensorboard
+from vae_lightning.callbacks.tensorboard import tensorboard
 from vae_lightning.errors import check_folder, check_int
+from vae_lightning.models.base import epoch_step
 
 
 def publish(trainer: L.Trainer, tag: str, grid: torch.Tensor, png_dir: str | None) -> None:
-    """A (3, H, W) grid in [0, 1] into TensorBoard (at the global step) and
-    ``<png_dir>/<tag>_epochNNN.png``."""
+    """A (3, H, W) grid in [0, 1] into TensorBoard (at the epoch's step) and
+    ``<png_dir>/<name>_epochNNN.png`` (``name``: the tag's last part)."""
     writer = tensorboard(trainer)
     if writer is not None:
         writer.add_image(tag, grid, epoch_step(trainer))
     if png_dir:
         Path(png_dir).mkdir(parents=True, exist_ok=True)
-        save_image(grid, Path(png_dir) / f"{tag}_epoch{trainer.current_epoch:03d}.png")
+        name = tag.rsplit("/", 1)[-1]
+        save_image(grid, Path(png_dir) / f"{name}_epoch{trainer.current_epoch:03d}.png")
 
 
 class SampleGrid(L.Callback):
@@ -37,7 +40,7 @@ class SampleGrid(L.Callback):
         num_samples: int = 256,
         nrow: int = 16,
         seed: int = 0,
-        tag: str = "samples",
+        tag: str = "train/samples",
         png_dir: str | None = None,
     ):
         check_int("num_samples", num_samples, low=1, example=256)
@@ -69,7 +72,7 @@ class Reconstructions(L.Callback):
     (bottom row)."""
 
     def __init__(
-        self, num_images: int = 16, tag: str = "reconstructions", png_dir: str | None = None
+        self, num_images: int = 16, tag: str = "val/reconstructions", png_dir: str | None = None
     ):
         self.num_images, self.tag, self.png_dir = (
             check_int("num_images", num_images, low=1, example=16),

@@ -5,24 +5,28 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from vae_lightning.callbacks.tensorboard import epoch_step, tensorboard
+from vae_lightning.callbacks.tensorboard import tensorboard
 from vae_lightning.errors import check_int
+from vae_lightning.models.base import epoch_step
 from vae_lightning.models.metrics import ACTIVE_UNIT_THRESHOLD
 
 
 class LatentActivity(L.Callback):
     """Every validation epoch, how much of the latent space the model uses, in TensorBoard:
 
-    - ``val/active_units``: dims whose posterior mean varies over the validation set,
+    - ``z/active_units``: dims whose posterior mean varies over the validation set,
       Cov_x(E_q[z_d]) > 0.01 (Burda et al. 2016) - the same definition as ``vae_lightning.eval``'s
-      "active units"; for a model with several stochastic layers also ``val/active_units_<layer>``
+      "active units"; for a model with several stochastic layers also ``z/active_units_<layer>``
       for each;
-    - ``kl_per_dim``: a histogram of each dim's KL (mean over the validation set), for models whose
-      KL factorizes over dims; collapsed dims pile up at 0, and ``val/kl_dims_above_0.01`` counts
-      the others (a KL-based count).
+    - ``z/kl_per_dim``: a histogram of each dim's KL (mean over the validation set), for models
+      whose KL factorizes over dims; collapsed dims pile up at 0, and ``z/kl_dims_above_0.01``
+      counts the others (a KL-based count).
+
+    They are measured on the validation set, and are named ``z/`` so that TensorBoard, which sorts
+    its groups by name and opens the first two, lists them after the losses.
     """
 
-    def __init__(self, tag: str = "kl_per_dim", threshold: float = 0.01):
+    def __init__(self, tag: str = "z/kl_per_dim", threshold: float = 0.01):
         self.tag, self.threshold = tag, threshold
         self._reset()
 
@@ -59,17 +63,17 @@ class LatentActivity(L.Callback):
             kl = (self.kl / self.count).float().cpu()
             writer.add_histogram(self.tag, kl, step)
             writer.add_scalar(
-                f"val/kl_dims_above_{self.threshold:g}", int((kl > self.threshold).sum()), step
+                f"z/kl_dims_above_{self.threshold:g}", int((kl > self.threshold).sum()), step
             )
         active = {}
         for layer, (total, squares) in self.sums.items():
             # as torch.var
             variance = ((squares - total.pow(2) / self.count) / (self.count - 1)).cpu()
             active[layer] = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
-        writer.add_scalar("val/active_units", sum(active.values()), step)
+        writer.add_scalar("z/active_units", sum(active.values()), step)
         if len(active) > 1:
             for layer, units in active.items():
-                writer.add_scalar(f"val/active_units_{layer}", units, step)
+                writer.add_scalar(f"z/active_units_{layer}", units, step)
 
 
 class LatentEmbedding(L.Callback):

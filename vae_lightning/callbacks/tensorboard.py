@@ -1,5 +1,7 @@
 """The run's TensorBoard writer, and its HParams dashboard."""
 
+from pathlib import Path
+
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -16,31 +18,20 @@ def tensorboard(trainer: L.Trainer):
     return None
 
 
-def epoch_step(trainer: L.Trainer) -> int:
-    """The x value of what a callback logs at an epoch's end: the last finished training step, where
-    Lightning files the epoch's scalars (val/loss...), so images and histograms line up with the
-    curves."""
-    return max(trainer.global_step - 1, 0)
-
-
-# columns shown first, beside the ones a sweep varies
-DEFINES_MODEL = ("model", "optimizer", "scheduler")
-
-
 class HParams(L.Callback):
     """Write the run's hyperparameters to TensorBoard's HParams dashboard, with ``val/loss`` as its
     metric.
 
     The values are the settings that define the run's result (``runs.record.result_settings`` of
     ``pl_module.run_config``: no paths or switches such as ``data.root``, ``optimizer.fused``). Each
-    run writes its session (values at the start, status at the end); TensorBoard then lists first
-    the columns whose values differ between the runs it shows. When a sweep ends,
-    ``write_sweep_experiment`` also puts the swept and model-defining settings first. The dashboard
-    reads the real ``val/loss`` scalars the run logs.
+    run writes its session (values at the start, status at the end) under the name ``trial`` (the
+    table's first column; default: the run's TensorBoard folder). When a sweep ends,
+    ``write_sweep_experiment`` lists the settings the sweep varied as the table's columns. The
+    dashboard reads the real ``val/loss`` scalars the run logs.
     """
 
-    def __init__(self, metrics=("val/loss",)):
-        self.metrics = tuple(metrics)
+    def __init__(self, metrics=("val/loss",), trial: str = ""):
+        self.metrics, self.trial = tuple(metrics), str(trial or "")
 
     @rank_zero_only
     def on_fit_start(self, trainer, pl_module):
@@ -50,6 +41,10 @@ class HParams(L.Callback):
         _, session_start, _ = hparams_summary(
             hparams_of(result_settings(pl_module.run_config)), {m: 0.0 for m in self.metrics}
         )
+        if self.trial:
+            edit_plugin_data(
+                session_start, lambda d: setattr(d.session_start_info, "group_name", self.trial)
+            )
         writer.file_writer.add_summary(session_start)
 
     @rank_zero_only
@@ -66,28 +61,45 @@ def hparams_of(settings: dict) -> dict:
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in settings.items()}
 
 
+def edit_plugin_data(summary, edit) -> None:
+    """Change the HParams plugin's message inside a summary (torch's ``hparams`` sets no session
+    name and marks nothing as differing)."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    value = summary.value[0]
+    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+    edit(data)
+    value.metadata.plugin_data.content = data.SerializeToString()
+
+
 def write_sweep_experiment(
     sweep_dir, job_settings: list[dict], metrics=("val/loss", "test/loss")
-) -> dict:
-    """The HParams dashboard's columns for a whole sweep, written into ``sweep_dir``: the settings
-    the jobs vary and those that define the model first, then the rest (TensorBoard lists columns
-    marked as differing first, each part by name). Returns {key: shown first}."""
-    from tensorboard.plugins.hparams import plugin_data_pb2
+) -> list[str]:
+    """The HParams dashboard's columns for a whole sweep, written into ``sweep_dir`` (in place of an
+    earlier list there): the settings whose values differ between the jobs, and the metrics.
+
+    TensorBoard shows the first five columns of the list and hides the others until ticked, so
+    settings every job shares would push what the sweep varies out of view: they are left out of
+    the list (``summary.md`` and each job's ``metrics.json`` have them). When no setting differs,
+    all are listed. Returns the listed settings."""
     from torch.utils.tensorboard import SummaryWriter
 
     params = [hparams_of(s) for s in job_settings]  # each job's metrics.json hparams
     keys = list(dict.fromkeys(k for p in params for k in p))
     if not keys:
-        return {}
-    varies = {k for k in keys if len({repr(p.get(k)) for p in params}) > 1}
-    first = {k: k in varies or k.split(".", 1)[0] in DEFINES_MODEL for k in keys}
-    union = {k: next(p[k] for p in params if k in p) for k in keys}
+        return []
+    varies = [k for k in keys if len({repr(p.get(k)) for p in params}) > 1]
+    shown = sorted(varies) or keys
+    union = {k: next(p[k] for p in params if k in p) for k in shown}
     experiment, _, _ = hparams_summary(union, {m: 0.0 for m in metrics})
-    value = experiment.value[0]
-    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
-    for info in data.experiment.hparam_infos:
-        info.differs = first[info.name]
-    value.metadata.plugin_data.content = data.SerializeToString()
+
+    def mark(data):
+        for info in data.experiment.hparam_infos:
+            info.differs = info.name in varies
+
+    edit_plugin_data(experiment, mark)
+    for old in Path(sweep_dir).glob("events.out.tfevents.*"):  # the list of an earlier summary
+        old.unlink()
     with SummaryWriter(log_dir=str(sweep_dir)) as writer:
         writer.file_writer.add_summary(experiment)
-    return first
+    return shown

@@ -47,6 +47,12 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 MODEL_CLASS = "model_class"  # the checkpoint key naming the class a checkpoint was trained with
 
 
+def epoch_step(trainer: L.Trainer) -> int:
+    """The x value of what is logged at an epoch's end: the epoch's last training step. The model's
+    epoch scalars (val/loss...) and the callbacks' images and histograms all go there."""
+    return max(trainer.global_step - 1, 0)
+
+
 def iw_bound(
     log_px_z: torch.Tensor, log_ratio: torch.Tensor, beta: float = 1.0
 ) -> dict[str, torch.Tensor]:
@@ -213,7 +219,11 @@ class BaseVAE(L.LightningModule):
 
     def _log_epoch(self, stage: str) -> None:
         """Log each term's epoch mean once (synced across ranks by torchmetrics), then reset it:
-        logging once per epoch keeps Lightning's per-step bookkeeping out of the hot path."""
+        logging once per epoch keeps Lightning's per-step bookkeeping out of the hot path.
+
+        The loggers file them at ``epoch_step`` (Lightning's ``step`` key), where the callbacks put
+        the epoch's images and histograms: one x-axis, also after a resume in mid-epoch, and no
+        ``epoch`` scalar of Lightning's in front of the losses."""
         for term in self.logged_terms(stage):
             metric = self.metrics[f"{stage}_{term}"]
             if metric.update_count:
@@ -221,6 +231,12 @@ class BaseVAE(L.LightningModule):
                     f"{stage}/{term}", metric.compute(), prog_bar=term == "loss", sync_dist=True
                 )
             metric.reset()
+        self.log("step", float(epoch_step(self.trainer)))
+
+    def on_train_epoch_start(self) -> None:
+        if self.lr_schedulers() is not None:  # a constant rate is in the run's settings
+            lr = self.optimizers().param_groups[0]["lr"]
+            self.log("train/lr", float(lr), on_step=False, on_epoch=True)
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")

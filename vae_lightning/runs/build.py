@@ -184,6 +184,12 @@ def check_monitor(where: str, callback, model) -> None:
         )
 
 
+def has_summary(callbacks: list) -> bool:
+    from lightning.pytorch.callbacks import ModelSummary
+
+    return any(isinstance(c, ModelSummary) for c in callbacks)
+
+
 def build_trainer(cfg: DictConfig, model, resume_step: int | None = None) -> tuple[L.Trainer, list]:
     """The Trainer with the run's callbacks and loggers, and what Lightning said while building it.
 
@@ -192,6 +198,8 @@ def build_trainer(cfg: DictConfig, model, resume_step: int | None = None) -> tup
     chosen = dict(cfg.get("callbacks") or {})
     if not cfg.trainer.get("enable_progress_bar", True):  # trainer.enable_progress_bar=false
         chosen.pop("progress_bar", None)
+    if not cfg.trainer.get("enable_model_summary", True):  # trainer.enable_model_summary=false
+        chosen.pop("model_summary", None)
     callbacks = []
     for name, c in chosen.items():
         if c:
@@ -229,6 +237,8 @@ def build_trainer(cfg: DictConfig, model, resume_step: int | None = None) -> tup
             callbacks=callbacks,
             logger=loggers or False,
             plugins=[AtomicCheckpointIO()],
+            # the run's own layer table (callbacks.model_summary) replaces Lightning's default
+            **({"enable_model_summary": False} if has_summary(callbacks) else {}),
         )
     asked = OmegaConf.select(cfg, "trainer.precision")
     # float16 on a CPU: Lightning runs bfloat16 instead (its aliases, 32 for 32-true..., are fine)
