@@ -33,9 +33,35 @@ class RunCheckpoint(ModelCheckpoint):
     run, the best and last checkpoints it recorded are found in their new place, so ``resume=true``
     continues the run in place (Lightning's own would forget them and start ``last-v1.ckpt``).
     A new run started from another run's checkpoint (``ckpt_path=``, ``continues_run`` False) keeps
-    none of that run's records: its best checkpoint is one of its own."""
+    none of that run's records: its best checkpoint is one of its own.
+
+    ``last.ckpt`` is written at the end of every ``every_n_epochs``-th epoch: Lightning 2.6 writes
+    it only at a step where it also saves a best checkpoint, so after an epoch that did not improve
+    the monitor it kept an older epoch, and a kill lost more than ``every_n_epochs``."""
 
     continues_run = True
+
+    def __init__(self, *args, every_n_epochs: int | None = None, **kwargs) -> None:
+        super().__init__(*args, every_n_epochs=every_n_epochs, **kwargs)
+        others = kwargs.get("every_n_train_steps") or kwargs.get("train_time_interval")
+        self.last_every_n_epochs = every_n_epochs if every_n_epochs is not None else int(not others)
+        self.saved_at_step: int | None = None  # the global step of the newest checkpoint written
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self.saved_at_step = trainer.global_step
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)  # after validation: best, then last
+        if (
+            self.save_last is True
+            and self.last_every_n_epochs >= 1
+            and (trainer.current_epoch + 1) % self.last_every_n_epochs == 0
+            and not trainer.fast_dev_run
+            and self.saved_at_step != trainer.global_step  # nothing written at this step yet
+        ):
+            name = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+            self.last_model_path = name  # before the save: it is part of the saved state
+            trainer.save_checkpoint(name)
 
     def load_state_dict(self, state_dict: dict) -> None:
         if not self.continues_run:
