@@ -33,7 +33,7 @@ def test_defaults_are_the_tutorials():
     assert (
         cfg.model.latent_dim == 20
         and list(cfg.model.net.hidden_dims) == [512, 256]
-        and cfg.model.loss == "bce"
+        and cfg.model.likelihood._target_.endswith(".Bernoulli")
     )
     assert cfg.model.net._target_.endswith("MLPNet") and cfg.model.net.activation == "relu"
     assert (
@@ -53,7 +53,7 @@ def test_defaults_are_the_tutorials():
     "override,key,value",
     [
         ("model.latent_dim=2", "model.latent_dim", 2),
-        ("model.loss=mse", "model.loss", "mse"),
+        ("model/likelihood=gaussian", "model.likelihood.variance", 0.5),
         ("optimizer.lr=5e-4", "optimizer.lr", 5e-4),
         ("optimizer=adamw", "optimizer._target_", "torch.optim.AdamW"),
         ("data=fashion_mnist", "data.name", "fashion_mnist"),
@@ -127,10 +127,11 @@ def test_optimizer_config_instantiates_a_working_optimizer():
 
 def test_the_tutorials_mismatch_is_refused_before_training():
     with pytest.raises(
-        UserError, match=r"model.loss=bce .*\[-1, 1\].*data.mean=0 data.std=1.*model.loss=mse"
+        UserError,
+        match=r"likelihood=bernoulli .*\[-1, 1\].*data.mean=0 data.std=1.*likelihood=gaussian",
     ):
-        check_config(cfg_with("model.loss=bce", "data.mean=0.5", "data.std=0.5"))
-    check_config(cfg_with("model.loss=mse", "data.mean=0.5", "data.std=0.5"))
+        check_config(cfg_with("data.mean=0.5", "data.std=0.5"))
+    check_config(cfg_with("model/likelihood=gaussian", "data.mean=0.5", "data.std=0.5"))
 
 
 def test_a_setting_the_network_does_not_take_is_named_with_its_fix():

@@ -15,8 +15,7 @@ from tests.test_config import check_config
 from tests.test_model import mlp
 from vae_lightning.data.mnist import MNISTDataModule
 from vae_lightning.errors import UserError
-from vae_lightning.models import VAE
-from vae_lightning.models.likelihoods import Likelihood
+from vae_lightning.models import VAE, likelihoods
 from vae_lightning.resolvers import register_resolvers
 
 register_resolvers()
@@ -25,10 +24,20 @@ LAMBDAS = torch.tensor([0.01, 0.2, 0.4999, 0.5, 0.5002, 0.7, 0.97], dtype=torch.
 GRID = torch.linspace(0, 1, 200_001, dtype=torch.float64)
 
 
+def likelihood(name: str, data_range=((0.0,), (1.0,)), channels: int = 1):
+    """The likelihood that ``model.loss=<name>`` was (bce, cb, mse)."""
+    cls = {
+        "bce": likelihoods.Bernoulli,
+        "cb": likelihoods.ContinuousBernoulli,
+        "mse": likelihoods.Gaussian,
+    }[name]
+    return cls(input_shape=(channels, 1, 1), data_range=data_range)
+
+
 def cb_log_norm(logits: torch.Tensor) -> torch.Tensor:
     """log C(lambda): what the cb likelihood adds to -BCE, read off its log density
     at x = 0 and 1."""
-    lik = Likelihood("cb")
+    lik = likelihood("cb")
     # log C + log(1 - lambda)
     at0 = -lik.nll(logits.view(-1, 1, 1, 1), torch.zeros(len(logits), 1, 1, 1))
     return at0.double() - torch.log1p(-torch.sigmoid(logits.double()))
@@ -47,7 +56,7 @@ def test_cb_log_normalizer_matches_numeric_integration():
 def test_cb_is_a_density_on_the_unit_interval_and_samples_show_its_mean():
     logits = torch.logit(LAMBDAS).float()
     x = GRID.float()[:, None].expand(-1, len(LAMBDAS))
-    nll = Likelihood("cb").nll(
+    nll = likelihood("cb").nll(
         logits.expand(len(GRID), -1).reshape(-1, 1, 1, 1), x.reshape(-1, 1, 1, 1)
     )
     density = (-nll).exp().view(len(GRID), -1).double()
@@ -57,7 +66,7 @@ def test_cb_is_a_density_on_the_unit_interval_and_samples_show_its_mean():
         atol=1e-4,
     )
     mean = torch.trapezoid(GRID[:, None] * density, GRID, dim=0)
-    assert torch.allclose(Likelihood("cb").mean(logits).double(), mean, atol=1e-4)
+    assert torch.allclose(likelihood("cb").mean(logits).double(), mean, atol=1e-4)
     # the mean is not lambda: showing lambda would be wrong
     assert (mean - LAMBDAS).abs().max() > 0.1
     module = VAE(latent_dim=3, net=mlp(16), loss="cb")
@@ -70,7 +79,7 @@ def test_mse_is_a_gaussian_density_with_variance_one_half():
     x = torch.linspace(-6, 6, 120_001, dtype=torch.float64)[:, None]
     logit = torch.full_like(x, 0.3)  # decoder output: the mean is -6 + 12 * sigmoid(0.3)
     density = (
-        -Likelihood("mse", data_range=(-6.0, 6.0)).nll(logit.view(-1, 1, 1, 1), x.view(-1, 1, 1, 1))
+        -likelihood("mse", data_range=(-6.0, 6.0)).nll(logit.view(-1, 1, 1, 1), x.view(-1, 1, 1, 1))
     ).exp()
     assert torch.trapezoid(density, x[:, 0]).item() == pytest.approx(1.0, abs=1e-6)
     # sigmoid scaled to the data range
@@ -208,8 +217,14 @@ def test_tensorboard_shows_kl_per_dim_each_epoch_and_the_test_embedding(latent2_
         ("model.free_bits=-1", "model.free_bits=-1 must be >= 0"),
         ("model.kl_warmup_epochs=1.5", "model.kl_warmup_epochs=1.5 must be an integer >= 0"),
         ("data.binarize=maybe", "data.binarize='maybe' must be true or false"),
-        ("model.loss=gauss", "model.loss='gauss' is not one of bce, cb, mse"),
-        ("model.loss=cb data.mean=0.5 data.std=0.5", "model.loss=cb needs pixels in \\[0, 1\\]"),
+        (
+            "model/likelihood=gaussian model.likelihood.variance=0",
+            "model.likelihood.variance=0 must be > 0",
+        ),
+        (
+            "model/likelihood=continuous_bernoulli data.mean=0.5 data.std=0.5",
+            "model/likelihood=continuous_bernoulli needs pixels in \\[0, 1\\]",
+        ),
     ],
 )
 def test_bad_knob_values_are_refused(override, match):

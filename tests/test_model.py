@@ -6,11 +6,17 @@ import math
 import pytest
 import torch
 
-from vae_lightning.errors import SettingError
+from vae_lightning.errors import SettingError, UserError
 from vae_lightning.models import VAE
-from vae_lightning.models.likelihoods import Likelihood
+from vae_lightning.models.likelihoods import Bernoulli, ContinuousBernoulli, Gaussian
 from vae_lightning.models.networks import ConvNet, MLPNet, VAENet
 from vae_lightning.models.priors.normal import kl_per_dim
+
+
+def likelihood(name: str, data_range=((0.0,), (1.0,)), channels: int = 1):
+    """The likelihood that ``model.loss=<name>`` was (bce, cb, mse)."""
+    cls = {"bce": Bernoulli, "cb": ContinuousBernoulli, "mse": Gaussian}[name]
+    return cls(input_shape=(channels, 1, 1), data_range=data_range)
 
 
 def mlp(*hidden: int, **settings) -> dict:
@@ -120,22 +126,22 @@ def test_analytic_kl_matches_monte_carlo():
 
 def test_bce_is_summed_over_pixels_per_sample():
     logits = torch.zeros(2, 1, 28, 28)  # p = 0.5 everywhere -> log 2 nats per pixel
-    recon = Likelihood("bce").nll(logits, torch.rand(2, 1, 28, 28))
+    recon = likelihood("bce").nll(logits, torch.rand(2, 1, 28, 28))
     assert recon.shape == (2,)
     assert torch.allclose(recon, torch.full((2,), 784 * math.log(2.0)))
     x = torch.tensor([[[[1.0, 0.0]]]])  # a confident right guess costs ~0, a wrong one ~|logit|
     expected = 8.0 + 2 * math.log1p(math.exp(-8))
-    assert Likelihood("bce").nll(torch.tensor([[[[8.0, 8.0]]]]), x).item() == pytest.approx(
+    assert likelihood("bce").nll(torch.tensor([[[[8.0, 8.0]]]]), x).item() == pytest.approx(
         expected, rel=1e-4
     )
 
 
 def test_output_activation_follows_the_data_range_per_channel():
-    lik = Likelihood("mse", data_range=([-1.0, 0.0, -2.0], [1.0, 1.0, 2.0]))
+    lik = likelihood("mse", data_range=([-1.0, 0.0, -2.0], [1.0, 1.0, 2.0]), channels=3)
     mean = lik.mean(torch.tensor([-1e4, 0.0, 1e4]).view(1, 3, 1, 1).expand(1, 3, 1, 1))
     assert torch.allclose(mean.flatten(), torch.tensor([-1.0, 0.5, 2.0]))
     assert torch.allclose(
-        Likelihood("bce").mean(torch.zeros(1, 1, 2, 2)), torch.full((1, 1, 2, 2), 0.5)
+        likelihood("bce").mean(torch.zeros(1, 1, 2, 2)), torch.full((1, 1, 2, 2), 0.5)
     )
 
 
@@ -159,19 +165,16 @@ def test_module_loss_is_per_image_and_independent_of_batch_size():
 def test_bce_on_normalized_pixels_is_refused(mean, std):
     lo, hi = (0 - mean) / std, (1 - mean) / std
     with pytest.raises(
-        SettingError,
-        match=r"^loss=bce needs pixels in .*data.mean/data.std.*data.mean=0 data.std=1, "
-        r"or loss=mse",
+        UserError,
+        match=r"^model/likelihood=bernoulli needs pixels in .*data.mean/data.std.*data.mean=0 "
+        r"data.std=1, or model/likelihood=gaussian",
     ):
-        Likelihood("bce", (lo, hi))
+        likelihood("bce", (lo, hi))
     with pytest.raises(
-        SettingError, match=r"^model.loss=cb needs pixels in \[0, 1\] .*or model.loss=mse"
+        UserError, match=r"^model/likelihood=continuous_bernoulli needs pixels in \[0, 1\] "
     ):
-        try:
-            VAE(loss="cb", data_range=(lo, hi))
-        except SettingError as e:
-            raise e.under("model") from None
-    Likelihood("mse", (lo, hi))  # mse models any range
+        VAE(loss="cb", data_range=(lo, hi))  # a checkpoint of before: model.loss=cb
+    likelihood("mse", (lo, hi))  # the Gaussian models any range
 
 
 def test_epoch_metric_is_the_per_image_mean_with_a_short_last_batch():

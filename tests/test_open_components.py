@@ -128,7 +128,7 @@ def test_bring_your_own_arrays_with_per_channel_normalization(tmp_path):
         "data.val_size=50",
         f"data.mean={mean}",
         f"data.std={std}",
-        "model.loss=mse",
+        "model/likelihood=gaussian",
         "model/net=conv",
         "model.net.channels=[16,32]",
         "model.latent_dim=8",
@@ -143,7 +143,7 @@ def test_bring_your_own_arrays_with_per_channel_normalization(tmp_path):
     evaluated = evaluate(run)
     assert (
         evaluated["n_images"] == 100
-        and evaluated["loss"] == "mse"
+        and evaluated["likelihood"] == "Gaussian"
         and math.isfinite(evaluated["iw_nll"])
     )
 
@@ -159,8 +159,8 @@ def test_bce_on_per_channel_normalized_colour_is_refused_before_training(tmp_pat
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        "error: model.loss=bce needs pixels in [0, 1] but data.mean/data.std put them in "
-        "[-1, 1] [-0.8, 1.2] [-0.6, 1.4] (per channel): "
-        "use data.mean=0 data.std=1, or model.loss=mse for other ranges"
+        "error: model/likelihood=bernoulli needs pixels in [0, 1] but data.mean/data.std put "
+        "them in [-1, 1] [-0.8, 1.2] [-0.6, 1.4] (per channel): use data.mean=0 data.std=1, "
+        "or model/likelihood=gaussian (or a discrete one) for other ranges"
     )
     assert not (tmp_path / "r" / "checkpoints").exists()

@@ -48,9 +48,21 @@ def test_run_folder_holds_config_checkpoints_and_metrics(tiny_run):
     )
     ckpt = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)
     assert (
-        ckpt["run_config"]["model"]["loss"] == "bce"
+        ckpt["run_config"]["model"]["likelihood"]["_target_"].endswith(".Bernoulli")
         and ckpt["hyper_parameters"]["latent_dim"] == 20
     )
+
+
+def test_last_ckpt_holds_the_last_epoch_when_it_did_not_improve(tiny_mnist, tmp_path):
+    """mode=max on a falling val/loss: the best checkpoint stays at epoch 0, and last.ckpt still
+    holds the end of the last epoch (Lightning 2.6 alone left it beside the best one)."""
+    run = train_tiny(
+        tiny_mnist, tmp_path / "run", "trainer.max_epochs=3", "callbacks.model_checkpoint.mode=max"
+    )
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["best-epoch000.ckpt", "last.ckpt"]
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (2, 3 * 16)
 
 
 def test_a_new_run_from_a_checkpoint_records_what_it_trained_with(tiny_mnist, tiny_run, tmp_path):
@@ -64,18 +76,18 @@ def test_a_new_run_from_a_checkpoint_records_what_it_trained_with(tiny_mnist, ti
         *TINY,
         f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}",
         "trainer.max_epochs=4",
-        "model.loss=mse",
+        "model/likelihood=gaussian",
         "callbacks.model_checkpoint.monitor=train/loss",
         "test=false",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((run / "metrics.json").read_text())
-    assert record["hparams"]["model.loss"] == "mse" and record["epochs"] == 4
+    assert record["hparams"]["model.likelihood"] == "Gaussian" and record["epochs"] == 4
     assert (run / "checkpoints" / record["best_checkpoint"]).is_file()
     assert "best/val_loss" not in record["metrics"]
     assert record["metrics"]["best/train_loss"] == pytest.approx(record["metrics"]["train/loss"])
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["run_config"]["model"]["loss"] == "mse"
+    assert last["run_config"]["model"]["likelihood"]["_target_"].endswith(".Gaussian")
 
 
 def test_a_run_shows_its_config_and_a_summary_and_logs_to_train_log(tiny_mnist, tmp_path):
@@ -147,7 +159,7 @@ def test_hparams_dashboard_gets_the_runs_settings_without_paths(tiny_run):
     assert {
         "model.latent_dim",
         "optimizer.lr",
-        "model.loss",
+        "model.likelihood",
         "model.net",
         "data.batch_size",
         "seed",
@@ -197,7 +209,8 @@ def test_bce_on_minus_one_one_is_refused_from_the_command_line(tiny_mnist, tmp_p
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert (
-        lines[-1].startswith("error: model.loss=bce") and "data.mean=0 data.std=1" in lines[-1]
+        lines[-1].startswith("error: model/likelihood=bernoulli")
+        and "data.mean=0 data.std=1" in lines[-1]
     ), proc.stderr
     assert "Traceback" not in proc.stderr
     assert (

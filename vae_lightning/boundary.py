@@ -131,7 +131,16 @@ def chosen_option(config_name: str, overrides: list[str], group: str) -> str | N
         return None
 
 
+# settings that became something else, and what to use now
+MOVED = {
+    "model.loss": "is now the likelihood component: use model/likelihood=bernoulli (was bce), "
+    "continuous_bernoulli (cb) or gaussian (mse)",
+}
+
+
 def not_a_setting(key: str, config_name: str, others: list[str]) -> UserError:
+    if key.lstrip("+~") in MOVED:
+        return UserError(f"{key} {MOVED[key.lstrip('+~')]}")
     known = known_keys(config_name, others)
     section = key.split(".")[0]
     if section in NOT_HERE and section not in known:

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from vae_lightning import boundary
 from vae_lightning.errors import check_choice, check_int, exit_with, settings_of
 from vae_lightning.files import output_file, write_json
+from vae_lightning.models.likelihoods import bits_per_dim
 from vae_lightning.models.metrics import ACTIVE_UNIT_THRESHOLD, active_units, iw_log_likelihood
 from vae_lightning.resolvers import register_resolvers
 from vae_lightning.runs.checkpoints import (
@@ -97,6 +98,10 @@ def evaluate(model, batches, iw_samples: int, max_decodes: int, after_batch=None
     return result
 
 
+def bits(result: dict, key: str) -> str:
+    return f" = {result[key]:.4f} bits/dim" if key in result else ""
+
+
 def table(result: dict) -> str:
     k = result["iw_samples"]
     rows = [
@@ -109,11 +114,11 @@ def table(result: dict) -> str:
             ),
         ),
         ("model", result["model"]),
-        ("likelihood", result["loss"]),
-        ("negative ELBO", f"{result['neg_elbo']:.2f} nats/image"),
+        ("likelihood", result["likelihood"]),
+        ("negative ELBO", f"{result['neg_elbo']:.2f} nats/image" + bits(result, "neg_elbo_bpd")),
         ("  reconstruction", f"{result['recon']:.2f}"),
         ("  KL", f"{result['kl']:.2f}"),
-        (f"-log p(x), IW k={k}", f"{result['iw_nll']:.2f} nats/image"),
+        (f"-log p(x), IW k={k}", f"{result['iw_nll']:.2f} nats/image" + bits(result, "iw_bpd")),
         (
             "active units",
             (
@@ -179,9 +184,15 @@ def run(cfg: DictConfig) -> dict:
         data=dataset_name(data),
         binarize=bool(data.get("binarize", False)),
         model=type(model).__name__,
-        loss=model.hparams.loss,
+        likelihood=type(model.likelihood).__name__,
         wall_time_s=time.perf_counter() - start,
     )
+    if model.likelihood.discrete:  # bits per dimension, as papers on 8-bit images report
+        shape = model.input_shape
+        result.update(
+            neg_elbo_bpd=bits_per_dim(result["neg_elbo"], shape),
+            iw_bpd=bits_per_dim(result["iw_nll"], shape),
+        )
     write_json(out, result)
     print(table(result))
     print(f"wrote {out}")

@@ -23,6 +23,7 @@ from vae_lightning.callbacks.tensorboard import write_sweep_experiment
 from vae_lightning.runs.record import RUN_INFO
 
 METRICS = ("val/loss", "val/recon", "val/kl", "best/val_loss", "test/loss", "test/recon", "test/kl")
+BITS = ("val/bpd", "test/bpd")  # columns of their own when a job's likelihood is discrete
 SORT_BY = "val/loss"
 
 
@@ -78,7 +79,7 @@ def read_row(job: Path) -> dict:
         "job": job.name,
         "overrides": dict(o.split("=", 1) if "=" in o else (o, "") for o in overrides),
         "status": status,
-        **{m: metrics.get(m, math.nan) for m in METRICS},
+        **{m: metrics.get(m, math.nan) for m in METRICS + BITS},
         "run_name": result.get("run_name") or "",
         "tags": " ".join(result.get("tags") or []),
         "epochs": result.get("epochs", ""),
@@ -104,11 +105,13 @@ def collect(sweep_dir: str | Path) -> tuple[list[str], list[dict]]:
 
 def table(varying: list[str], rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Header and string cells: one column per varying override, then results."""
+    bits = [m for m in BITS if any(not math.isnan(r[m]) for r in rows)]
     header = [
         "job",
         *varying,
         "status",
         *METRICS,
+        *bits,
         "epochs",
         "wall_time_s",
         "run_name",

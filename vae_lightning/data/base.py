@@ -10,6 +10,9 @@ dataset that fits in memory, so a new dataset of that kind only implements ``loa
                                     built from it before training starts
     data_range  -> (lo, hi)         lists of C floats: the interval each channel's normalized pixels
                                     lie in; the likelihood and the display of images follow it
+    pixel_levels -> int | None      the evenly spaced values a pixel takes in that interval: 256
+                                    for 8-bit images (the default), 2 once binarized, None for
+                                    continuous data; discrete likelihoods need 256
     class_names -> list[str] | None names of the integer labels; None for unlabeled data
                                     (labels are -1)
     loader(split, batch_size=None)  the batches of 'train', 'val' or 'test' in a fixed order, each
@@ -45,6 +48,10 @@ class ImageDataModule(L.LightningDataModule, ABC):
     @property
     @abstractmethod
     def data_range(self) -> tuple[list[float], list[float]]: ...
+
+    @property
+    def pixel_levels(self) -> int | None:
+        return 256
 
     @property
     def class_names(self) -> list[str] | None:

@@ -203,6 +203,10 @@ class InMemoryImageDataModule(ImageDataModule):
     def data_range(self) -> tuple[list[float], list[float]]:
         return pixel_range(self.mean, self.std)
 
+    @property
+    def pixel_levels(self) -> int:
+        return 2 if self.binarize else 256  # uint8 images
+
     def _normalization(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if all(m == 0.0 for m in self.mean) and all(s == 1.0 for s in self.std):
             return None, None  # pixels stay x / 255: skip the per-step subtraction and division

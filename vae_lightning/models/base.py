@@ -35,9 +35,9 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
-from vae_lightning.errors import check_bool, check_choice, check_float, check_int
-from vae_lightning.models.components import load_class, plain
-from vae_lightning.models.likelihoods import Likelihood, per_channel_range
+from vae_lightning.errors import SettingError, check_bool, check_choice, check_float, check_int
+from vae_lightning.models.components import build, load_class, plain
+from vae_lightning.models.likelihoods import Likelihood, bits_per_dim, per_channel_range
 
 STAGES, TERMS = ("train", "val", "test"), ("loss", "recon", "kl")
 # what the gradient follows in training, logged when it differs from the ELBO
@@ -45,6 +45,31 @@ OBJECTIVE = "objective"
 # torch.compile's modes
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MODEL_CLASS = "model_class"  # the checkpoint key naming the class a checkpoint was trained with
+
+
+# the likelihood that each short name of before (``loss``) was
+LOSSES = {
+    "bce": "vae_lightning.models.likelihoods.Bernoulli",
+    "cb": "vae_lightning.models.likelihoods.ContinuousBernoulli",
+    "mse": "vae_lightning.models.likelihoods.Gaussian",
+}
+
+
+def likelihood_config(likelihood, loss: str | None) -> dict:
+    """The likelihood's config: ``likelihood`` as given, or the one ``loss`` named in checkpoints
+    of before the likelihood was a component (Bernoulli when neither is given)."""
+    if loss is not None and likelihood is not None:
+        raise SettingError(
+            "loss",
+            loss,
+            "is now chosen as the likelihood component: use model/likelihood=bernoulli (was "
+            "bce), continuous_bernoulli (cb) or gaussian (mse)",
+        )
+    if likelihood is not None:
+        return likelihood
+    if loss is not None and loss not in LOSSES:
+        check_choice("loss", loss, tuple(LOSSES))
+    return {"_target_": LOSSES[loss or "bce"]}
 
 
 def epoch_step(trainer: L.Trainer) -> int:
@@ -78,24 +103,27 @@ def recorded_class(checkpoint: dict) -> type | None:
 
 
 class BaseVAE(L.LightningModule):
-    """``loss`` names the likelihood p(x | z); ``kl_weight`` (beta) and ``kl_warmup_epochs`` weight
-    the prior term of the objective (beta rises linearly from 0 over the warm-up); ``input_shape``
-    and ``data_range`` come from the DataModule. Hyperparameters are stored as plain values, so a
-    checkpoint alone rebuilds the model with ``torch.load(weights_only=True)``, whatever the
-    subclass's ``__init__`` looks like."""
+    """``likelihood`` is the config of p(x | z), a component (``model/likelihood``; ``loss``, its
+    short name in checkpoints of before, bce | cb | mse, still loads); ``kl_weight`` (beta) and
+    ``kl_warmup_epochs`` weight the prior term of the objective (beta rises linearly from 0 over the
+    warm-up); ``input_shape``, ``data_range`` and ``pixel_levels`` come from the DataModule.
+    Hyperparameters are stored as plain values, so a checkpoint alone rebuilds the model with
+    ``torch.load(weights_only=True)``, whatever the subclass's ``__init__`` looks like."""
 
     # more per-image terms that losses() returns and */<term> logs
     extra_terms: tuple[str, ...] = ()
 
     def __init__(
         self,
-        loss: str = "bce",
+        likelihood=None,
+        loss: str | None = None,
         kl_weight: float = 1.0,
         kl_warmup_epochs: int = 0,
         compile: bool = False,
         compile_mode: str | None = None,
         input_shape=(1, 28, 28),
         data_range=(0.0, 1.0),
+        pixel_levels: int | None = 256,
         optimizer=None,
         scheduler=None,
     ) -> None:
@@ -123,7 +151,15 @@ class BaseVAE(L.LightningModule):
         self.input_shape = tuple(self.hparams.input_shape)
         self.optimizer_factory = optimizer or torch.optim.Adam
         self.scheduler_factory = scheduler
-        self.likelihood = Likelihood(loss, self.hparams.data_range)
+        self.likelihood = build(
+            likelihood_config(likelihood, loss),
+            "likelihood",
+            Likelihood,
+            "likelihood",
+            input_shape=self.input_shape,
+            data_range=self.hparams.data_range,
+            pixel_levels=pixel_levels,
+        )
         self.run_config: dict | None = None  # the composed Hydra config, saved into checkpoints
         # nan_strategy="disable": no host sync per step; divergence is caught on the loss itself.
         names = [f"{s}_{t}" for s in STAGES for t in (*TERMS, *self.extra_terms)] + [
@@ -227,9 +263,11 @@ class BaseVAE(L.LightningModule):
         for term in self.logged_terms(stage):
             metric = self.metrics[f"{stage}_{term}"]
             if metric.update_count:
-                self.log(
-                    f"{stage}/{term}", metric.compute(), prog_bar=term == "loss", sync_dist=True
-                )
+                value = metric.compute()
+                self.log(f"{stage}/{term}", value, prog_bar=term == "loss", sync_dist=True)
+                if term == "loss" and self.likelihood.discrete:  # the unit papers report
+                    bits = bits_per_dim(value, self.input_shape)
+                    self.log(f"{stage}/bpd", bits, sync_dist=True)
             metric.reset()
         self.log("step", float(epoch_step(self.trainer)))
 

@@ -80,9 +80,10 @@ class HVAE(BaseVAE):
             GaussianLayer(latent_dims[i + 1], hidden_dims[i + 1][::-1], latent_dims[i], activation)
             for i in range(len(latent_dims) - 1)
         )
+        self.output_shape = (self.likelihood.outputs, *self.input_shape[1:])
         self.pixels = nn.Sequential(
             mlp([latent_dims[0], *hidden_dims[0][::-1]], activation),
-            nn.Linear(hidden_dims[0][0], below[0]),
+            nn.Linear(hidden_dims[0][0], math.prod(self.output_shape)),
         )
         self.prior = build(
             prior,
@@ -113,7 +114,7 @@ class HVAE(BaseVAE):
         return self.logits(z)
 
     def logits(self, z1: torch.Tensor) -> torch.Tensor:
-        return self.pixels(z1).view(-1, *self.input_shape)
+        return self.pixels(z1).view(-1, *self.output_shape)
 
     @torch.no_grad()
     def reconstruct(self, x):

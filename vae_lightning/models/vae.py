@@ -7,11 +7,13 @@ draw as recon. The gradient follows recon + beta_t * sum_d max(KL_d, free_bits) 
 analytic KL per dim).
 """
 
+from collections.abc import Mapping
+
 import torch
 
-from vae_lightning.errors import SettingError, check_float, check_int
+from vae_lightning.errors import SettingError, accepted_settings, check_float, check_int
 from vae_lightning.models.base import BaseVAE
-from vae_lightning.models.components import build
+from vae_lightning.models.components import build, load_class
 from vae_lightning.models.networks.base import VAENet
 from vae_lightning.models.posteriors.base import Posterior
 from vae_lightning.models.priors.base import Prior
@@ -19,6 +21,26 @@ from vae_lightning.models.priors.base import Prior
 DEFAULT_NET = {"_target_": "vae_lightning.models.networks.MLPNet", "hidden_dims": [512, 256]}
 NORMAL_PRIOR = {"_target_": "vae_lightning.models.priors.NormalPrior"}
 GAUSSIAN_POSTERIOR = {"_target_": "vae_lightning.models.posteriors.GaussianPosterior"}
+
+
+def decoder_outputs(net, likelihood) -> dict:
+    """``output_channels`` for the network when the likelihood needs other than one decoder output
+    per image channel; a network class that cannot take it is refused in one line."""
+    if likelihood.outputs == likelihood.input_shape[0]:
+        return {}
+    if isinstance(net, Mapping) and "_target_" in net:
+        cls = load_class(net["_target_"], "net", VAENet, "network")
+        accepted = accepted_settings(cls)
+        if accepted is not None and "output_channels" not in accepted:
+            raise SettingError(
+                "net._target_",
+                net["_target_"],
+                f"decodes one output per image channel, but model/likelihood={likelihood.option} "
+                f"needs {likelihood.outputs} per pixel: give the network's __init__ an "
+                "output_channels argument (as models/networks/mlp.py does)",
+                plain=True,
+            )
+    return {"output_channels": likelihood.outputs}
 
 
 class VAE(BaseVAE):
@@ -43,7 +65,15 @@ class VAE(BaseVAE):
         super().__init__(**settings)
         self.latent_dim = latent_dim
         shape, data_range = list(self.input_shape), self.hparams.data_range
-        self.net = build(net, "net", VAENet, "network", input_shape=shape, latent_dim=latent_dim)
+        self.net = build(
+            net,
+            "net",
+            VAENet,
+            "network",
+            input_shape=shape,
+            latent_dim=latent_dim,
+            **decoder_outputs(net, self.likelihood),
+        )
         self.prior = build(
             prior,
             "prior",

@@ -160,6 +160,7 @@ def build_model(cfg: DictConfig, datamodule):
         "model",
         input_shape=datamodule.image_shape,
         data_range=datamodule.data_range,
+        pixel_levels=datamodule.pixel_levels,
         scheduler=scheduler,
         optimizer=instantiate_component(cfg.optimizer, "optimizer"),
     )

@@ -36,6 +36,7 @@ CLASS_SHOWN = (
     "model.net.",
     "model.prior.",
     "model.posterior.",
+    "model.likelihood.",
     "optimizer.",
     "scheduler.",
 )

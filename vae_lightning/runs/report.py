@@ -95,8 +95,11 @@ def show_summary(
         score = f"{key.split('/', 1)[1].replace('_', '/', 1)} {metrics.get(key, float('nan')):.2f}"
         rows.append(("best checkpoint", f"{Path(best).name}  ({score})"))
     tests = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("test/")}
+    bits = tests.pop("bpd", None)
     if tests:
         rows.append(("test, nats/image", "  ".join(f"{k} {v:.2f}" for k, v in tests.items())))
+    if bits is not None:  # a discrete likelihood: the unit papers on 8-bit images report
+        rows.append(("test, bits/dim", f"{bits:.4f}"))
     rows.append(("wall time", f"{wall_time_s:.1f} s"))
     rows += [("look at it", way) for way in ways_to_look(list(loggers), run_dir)]
     width = max(len(name) for name, _ in rows)

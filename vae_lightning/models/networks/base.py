@@ -4,14 +4,16 @@ relies on.
 A network is a component: ``conf/model/net/<name>.yaml`` names its class with ``_target_`` and lists
 its own settings; the model (``models/vae.py``) builds it as
 ``Net(input_shape=..., latent_dim=..., **settings)``, where ``input_shape`` comes from the data and
-``latent_dim`` from ``model.latent_dim``.
+``latent_dim`` from ``model.latent_dim``; a likelihood that needs more than one decoder output per
+channel (``model/likelihood``: a learned variance, a mixture of logistics) also passes
+``output_channels``, the decoder's channels per pixel.
 
     encode(x)  x: (B, C, H, W) normalized images  ->  (mu, logvar), each (B, latent_dim):
                the mean and log-variance of the Gaussian posterior q(z | x)
-    decode(z)  z: (B, latent_dim)  ->  logits, (B, C, H, W): the decoder output BEFORE the output
-               activation, which belongs to the likelihood (``model.loss``): sigmoid for bce/cb, a
-               sigmoid scaled to the data range for mse.
-               So a network never needs to know the pixel range.
+    decode(z)  z: (B, latent_dim)  ->  (B, output_channels, H, W) (output_channels = C unless
+               given): the decoder output BEFORE the output activation, which belongs to the
+               likelihood (``model/likelihood``: a sigmoid for bernoulli, the logistics' means and
+               scales for a mixture...). So a network never needs to know the pixel range.
 
 Only the model calls a network. Callbacks, eval, sample and notebooks use the model's methods
 (``models/base.py``: ``encode``, ``decode``, ``reconstruct``, ``log_weights``, ``losses``), never
@@ -52,7 +54,9 @@ class VAENet(nn.Module, ABC):
     that ``model.compile=true`` compiles all of it.
     """
 
-    def __init__(self, input_shape: Sequence[int], latent_dim: int) -> None:
+    def __init__(
+        self, input_shape: Sequence[int], latent_dim: int, output_channels: int | None = None
+    ) -> None:
         super().__init__()
         shape = tuple(input_shape)
         if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
@@ -61,6 +65,9 @@ class VAENet(nn.Module, ABC):
             )
         self.input_shape: tuple[int, int, int] = shape  # (C, H, W)
         self.latent_dim: int = check_int("latent_dim", latent_dim, low=1, example=20)
+        out = shape[0] if output_channels is None else output_channels
+        out = check_int("output_channels", out, low=1, example=shape[0])
+        self.output_shape: tuple[int, int, int] = (out, *shape[1:])  # what decode returns
 
     @abstractmethod
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,7 +75,8 @@ class VAENet(nn.Module, ABC):
 
     @abstractmethod
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, latent_dim) -> logits (B, C, H, W), before the likelihood's output activation."""
+        """(B, latent_dim) -> (B, output_channels, H, W), before the likelihood's output
+        activation."""
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``encode`` with logvar clamped to a range where sigma stays finite and non-zero."""

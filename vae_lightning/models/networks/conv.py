@@ -26,8 +26,9 @@ class ConvNet(VAENet):
         channels: Sequence[int] = (32, 64),
         hidden_dim: int = 256,
         activation: str = "relu",
+        output_channels: int | None = None,
     ) -> None:
-        super().__init__(input_shape, latent_dim)
+        super().__init__(input_shape, latent_dim, output_channels)
         channels = check_sizes("channels", channels, "[32,64]")
         hidden_dim = check_int("hidden_dim", hidden_dim, low=1, example=256)
         make_activation(activation)  # refuse an unknown name before building anything
@@ -60,7 +61,7 @@ class ConvNet(VAENet):
             nn.Unflatten(1, self.feature_shape),
         ]
         widths = list(reversed(channels))
-        for i, (c_in, c_out) in enumerate(zip(widths, [*widths[1:], c])):
+        for i, (c_in, c_out) in enumerate(zip(widths, [*widths[1:], self.output_shape[0]])):
             up.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
             if i < len(widths) - 1:
                 up.append(make_activation(activation))

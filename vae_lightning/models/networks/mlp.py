@@ -35,8 +35,9 @@ class MLPNet(VAENet):
         latent_dim: int = 20,
         hidden_dims: Sequence[int] = (512, 256),
         activation: str = "relu",
+        output_channels: int | None = None,
     ) -> None:
-        super().__init__(input_shape, latent_dim)
+        super().__init__(input_shape, latent_dim, output_channels)
         hidden = check_sizes("hidden_dims", hidden_dims, "[512,256]")
         pixels = math.prod(self.input_shape)
         self.encoder = nn.Sequential(
@@ -44,11 +45,12 @@ class MLPNet(VAENet):
         )
         self.fc_mu = nn.Linear(hidden[-1], latent_dim)
         self.fc_logvar = nn.Linear(hidden[-1], latent_dim)
-        self.decoder = mlp([latent_dim, *reversed(hidden), pixels], activation)
+        outputs = math.prod(self.output_shape)
+        self.decoder = mlp([latent_dim, *reversed(hidden), outputs], activation)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x.flatten(1))
         return self.fc_mu(h), self.fc_logvar(h)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z).view(-1, *self.input_shape)
+        return self.decoder(z).view(-1, *self.output_shape)
