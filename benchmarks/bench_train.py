@@ -30,6 +30,7 @@ from torchvision import datasets, transforms
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from vae_lightning.callbacks.threads import flush_denormals  # noqa: E402
 from vae_lightning.data.in_memory import normalize  # noqa: E402
 from vae_lightning.data.mnist import MNISTDataModule  # noqa: E402
 from vae_lightning.models import VAE  # noqa: E402
@@ -123,10 +124,20 @@ def tutorial_loop(args, device, batch_size=64):
     return times, None, len(ds)
 
 
-def plain_loop(args, device, batch_size, dm: MNISTDataModule, autocast: torch.dtype | None = None):
+def plain_loop(
+    args,
+    device,
+    batch_size,
+    dm: MNISTDataModule,
+    autocast: torch.dtype | None = None,
+    validate: bool = False,
+):
     """(b) A careful plain loop: uint8 tensor in memory, batches by indexing, no host sync per step
-    (``autocast``: the forward pass under torch.autocast with that dtype)."""
+    (``autocast``: the forward pass under torch.autocast with that dtype; ``validate``: the
+    validation loss in batches of 1000 at each epoch's end, inside the timed epoch, as Lightning
+    validates)."""
     images = dm.split("train")[0].to(device)
+    val_images = dm.split("val")[0].to(device)
     module = fresh_module().to(device)
     opt = torch.optim.Adam(module.parameters(), lr=1e-3, fused=True)  # as conf/optimizer/adam.yaml
     times = []
@@ -145,9 +156,16 @@ def plain_loop(args, device, batch_size, dm: MNISTDataModule, autocast: torch.dt
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        if validate:
+            module.eval()
+            with torch.autocast(
+                device.type, dtype=autocast or torch.float32, enabled=autocast is not None
+            ):
+                val_loss(module, val_images, device)
+            module.train()
         sync(device)
         times.append(time.perf_counter() - start)
-    return times, val_loss(module, dm.split("val")[0], device), len(images)
+    return times, val_loss(module, val_images, device), len(images)
 
 
 class EpochTimer(L.Callback):
@@ -249,6 +267,7 @@ def measure(name, fn, device, results, baseline=None):
 QUICK = (
     "tutorial",
     "plain",
+    "plain_bf16_val",
     "lightning_val_off",
     "lightning_val_on",
     "default_command",
@@ -267,6 +286,10 @@ def bench_rows(args, device, dm) -> dict:
         "plain_bf16": (
             "(b) plain loop, bs 64, autocast bf16",
             lambda: plain_loop(args, device, 64, dm, torch.bfloat16),
+        ),
+        "plain_bf16_val": (
+            "(b) plain loop, bs 64, autocast bf16, validates every epoch",
+            lambda: plain_loop(args, device, 64, dm, torch.bfloat16, validate=True),
         ),
         "lightning_val_off": (
             "(c) vae_lightning, bs 64, val off",
@@ -341,6 +364,9 @@ def main():
         "--rows", default="", help="comma-separated row keys (default: all; (a) always runs first)"
     )
     args = p.parse_args()
+    # every row, as the training entry point does: denormal floats count as 0 (set before any
+    # torch work, since the worker threads copy the setting when they start)
+    flush_denormals()
     if args.quick:
         args.epochs = 3
     register_resolvers()
@@ -381,6 +407,13 @@ def main():
         row = measure(label, fn, device, results, a)
         row["key"] = key
         a = a or row["sec_per_epoch"]
+    by_key = {row["key"]: row["sec_per_epoch"] for row in results}
+    if "default_command" in by_key and "plain_bf16_val" in by_key:
+        # the default command's overhead over a careful loop of its precision that also validates
+        print(
+            "\ndefault command / plain bf16 loop that validates every epoch: "
+            f"{by_key['default_command'] / by_key['plain_bf16_val']:.3f}"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(

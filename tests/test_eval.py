@@ -2,11 +2,13 @@
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from tests.conftest import run_module
+from tests.conftest import REPO, run_module
 from vae_lightning.data.in_memory import normalize
 from vae_lightning.errors import UserError
 from vae_lightning.models.metrics import active_units, iw_log_likelihood, iw_log_mean_exp
@@ -109,6 +111,25 @@ def test_eval_entry_point_writes_eval_json_and_prints_a_table(latent2_run):
     assert f"evaluating {ckpt} on the test set (2 batches" in proc.stderr
     assert "k=200" in proc.stderr and "  200 images (2/2 batches)" in proc.stderr, proc.stderr
     assert result["checkpoint"] == str(ckpt)
+    # the IW estimate's networks: bf16 where this CPU has it natively (the default), else float32;
+    # the same draws in float32 give the same estimate within 0.05 nats
+    from vae_lightning.resolvers import auto_precision
+
+    assert result["precision"] == auto_precision("cpu") and f"in {result['precision']})" in (
+        proc.stderr
+    )
+    out = latent2_run / "eval_fp32.json"
+    proc = run_module(
+        "vae_lightning.eval",
+        f"ckpt_path={ckpt}",
+        "eval.iw_samples=200",
+        "eval.precision=32-true",
+        f"eval.out={out}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fp32 = json.loads(out.read_text())
+    assert fp32["precision"] == "32-true" and fp32["neg_elbo"] == result["neg_elbo"]
+    assert fp32["iw_nll"] == pytest.approx(result["iw_nll"], abs=0.05)
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):
@@ -179,3 +200,24 @@ def test_eval_settings_are_checked_before_anything_loads(key, value, message):
     cfg = OmegaConf.create({"eval": settings, "ckpt_path": "/nonexistent.ckpt"})
     with pytest.raises(UserError, match=message):
         eval_entry.run(cfg)
+
+
+def test_the_iw_speed_benchmark_runs_each_path_on_the_same_draws(latent2_run):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "iw_speed.py"),
+            str(latent2_run / "checkpoints" / "last.ckpt"),
+            "--images=50",
+            "--k=20",
+            "--paths=32-true:1000,32-true:200,bf16-mixed:200",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if "max_decodes=" in line]
+    estimates = [float(row.rsplit(" ", 1)[1]) for row in rows]
+    assert len(rows) == 3 and estimates[0] == pytest.approx(estimates[1], abs=1e-3)
+    assert estimates[2] == pytest.approx(estimates[0], abs=0.05)

@@ -253,3 +253,32 @@ def test_cpu_threads_are_shared_among_the_processes_on_the_machine():
         assert torch.get_num_threads() == os.cpu_count()  # alone on the machine: every core
     finally:
         torch.set_num_threads(before)
+
+
+def test_training_computes_denormal_floats_as_zero():
+    """flush_denormals (the training entry point's first call): 1e-39, a float32 denormal, counts as
+    0 on every torch thread; without it torch keeps it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; from vae_lightning.callbacks.threads import flush_denormals; {}"
+        "t = torch.full((2_000_000,), 1e-39); print(int((t * 1.5 == 0).sum()))"
+    )
+    zeros = [
+        int(
+            subprocess.run(
+                [sys.executable, "-c", code.format(call)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        for call in ("flush_denormals(); ", "")
+    ]
+    assert zeros == [2_000_000, 0]
+    import inspect
+
+    from vae_lightning import train
+
+    assert "flush_denormals()" in inspect.getsource(train.main).split("boundary.run")[0]

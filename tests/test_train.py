@@ -63,6 +63,7 @@ def test_last_ckpt_holds_the_last_epoch_when_it_did_not_improve(tiny_mnist, tmp_
     assert names == ["best-epoch000.ckpt", "last.ckpt"]
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert (last["epoch"], last["global_step"]) == (2, 3 * 16)
+    assert "weights_only" not in (run / "train.log").read_text()  # no Lightning notice per save
 
 
 def test_a_new_run_from_a_checkpoint_records_what_it_trained_with(tiny_mnist, tiny_run, tmp_path):

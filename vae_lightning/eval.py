@@ -17,8 +17,13 @@ from vae_lightning import boundary
 from vae_lightning.errors import check_choice, check_int, exit_with, settings_of
 from vae_lightning.files import output_file, write_json
 from vae_lightning.models.likelihoods import bits_per_dim
-from vae_lightning.models.metrics import ACTIVE_UNIT_THRESHOLD, active_units, iw_log_likelihood
-from vae_lightning.resolvers import register_resolvers
+from vae_lightning.models.metrics import (
+    ACTIVE_UNIT_THRESHOLD,
+    PRECISIONS,
+    active_units,
+    iw_log_likelihood,
+)
+from vae_lightning.resolvers import auto_precision, register_resolvers
 from vae_lightning.runs.checkpoints import (
     build_datamodule,
     load_model,
@@ -61,9 +66,12 @@ def progress(total_batches: int, every_s: float = 10.0):
 
 
 @torch.no_grad()
-def evaluate(model, batches, iw_samples: int, max_decodes: int, after_batch=None) -> dict:
-    """Per-image means over ``batches`` of (x, y): ELBO terms, IW log-likelihood, active units (per
-    stochastic layer). ``after_batch(batches, images)`` is called after each batch (progress)."""
+def evaluate(
+    model, batches, iw_samples: int, max_decodes: int, after_batch=None, precision="32-true"
+) -> dict:
+    """Per-image means over ``batches`` of (x, y): ELBO terms, IW log-likelihood (its networks in
+    ``precision``), active units (per stochastic layer). ``after_batch(batches, images)`` is called
+    after each batch (progress)."""
     sums = {"neg_elbo": 0.0, "recon": 0.0, "kl": 0.0, "iw_nll": 0.0}
     codes, n = {}, 0
     for i, (x, _) in enumerate(batches, 1):
@@ -73,7 +81,8 @@ def evaluate(model, batches, iw_samples: int, max_decodes: int, after_batch=None
         sums["neg_elbo"] += out["loss"].item() * b
         sums["recon"] += out["recon"].item() * b
         sums["kl"] += out["kl"].item() * b
-        sums["iw_nll"] += -iw_log_likelihood(model, x, iw_samples, max_decodes).sum().item()
+        iw = iw_log_likelihood(model, x, iw_samples, max_decodes, precision)
+        sums["iw_nll"] += -iw.sum().item()
         for layer, mu in model.codes(x).items():
             codes.setdefault(layer, []).append(mu.float().cpu())
         n += b
@@ -119,6 +128,7 @@ def table(result: dict) -> str:
         ("  reconstruction", f"{result['recon']:.2f}"),
         ("  KL", f"{result['kl']:.2f}"),
         (f"-log p(x), IW k={k}", f"{result['iw_nll']:.2f} nats/image" + bits(result, "iw_bpd")),
+        ("  networks in", result.get("precision", "32-true")),
         (
             "active units",
             (
@@ -149,6 +159,9 @@ def run(cfg: DictConfig) -> dict:
             )
     check_choice("eval.split", cfg.eval.get("split"), ("test", "val"))
     device = pick_device(cfg.device)
+    precision = check_choice("eval.precision", cfg.eval.get("precision"), ("auto", *PRECISIONS))
+    if precision == "auto":  # as training's default: bf16 where this CPU computes it natively
+        precision = auto_precision("cpu" if device.type == "cpu" else "gpu")
     ckpt_path = Path(str(cfg.ckpt_path)).expanduser()
     model, config = load_model(
         ckpt_path, map_location=str(device), overrides=requested_overrides(cfg)
@@ -170,12 +183,18 @@ def run(cfg: DictConfig) -> dict:
     print(
         f"evaluating {ckpt_path} on the {cfg.eval.split} set ({len(batches)} batches of "
         f"{cfg.eval.batch_size}): the negative ELBO, -log p(x) by importance weighting with "
-        f"k={iw_samples} (k decoder passes per image) and the active units, on {device}",
+        f"k={iw_samples} (k decoder passes per image, its networks in {precision}) and the active "
+        f"units, on {device}",
         file=sys.stderr,
         flush=True,
     )
     result = evaluate(
-        model, batches, iw_samples, cfg.eval.max_decodes, after_batch=progress(len(batches))
+        model,
+        batches,
+        iw_samples,
+        cfg.eval.max_decodes,
+        after_batch=progress(len(batches)),
+        precision=precision,
     )
     data = config["data"]
     result.update(
@@ -185,6 +204,7 @@ def run(cfg: DictConfig) -> dict:
         binarize=bool(data.get("binarize", False)),
         model=type(model).__name__,
         likelihood=type(model.likelihood).__name__,
+        precision=precision,
         wall_time_s=time.perf_counter() - start,
     )
     if model.likelihood.discrete:  # bits per dimension, as papers on 8-bit images report

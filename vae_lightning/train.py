@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from vae_lightning import boundary
 from vae_lightning.callbacks.guards import SIGTERM_EXIT, stops_reach_ranks
+from vae_lightning.callbacks.threads import flush_denormals
 from vae_lightning.errors import UserError, exit_with, settings_of
 from vae_lightning.files import write_json
 from vae_lightning.resolvers import register_resolvers
@@ -155,6 +156,7 @@ def fit(cfg: DictConfig, trainer: L.Trainer, model, datamodule, ckpt_path: str |
 
 @hydra.main(version_base="1.3", config_path=str(boundary.CONF_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
+    flush_denormals()  # also in a sweep's worker processes
     started, run_dir = time.perf_counter(), HydraConfig.get().runtime.output_dir
     metric = cfg.get("optimized_metric")
     record = finished_fit(cfg, Path(run_dir))
@@ -223,6 +225,7 @@ def failed_job(error: Exception) -> float:
 
 
 def main() -> None:
+    flush_denormals()  # before torch starts its worker threads, which copy the setting
     boundary.run(hydra_main, "train")
 
 

@@ -1,5 +1,5 @@
 """CPU runs at the speed of the cores: threads per process, so runs and ranks that share a machine
-do not fight over its cores, and no CUDA probe at every optimizer step."""
+do not fight over its cores, no CUDA probe at every optimizer step, and no denormal arithmetic."""
 
 import os
 
@@ -15,6 +15,16 @@ def parallel_jobs() -> int:
         return 1
     n_jobs = int(HydraConfig.get().launcher.get("n_jobs", 1) or 1)
     return (os.cpu_count() or 1) if n_jobs < 0 else n_jobs
+
+
+def flush_denormals() -> None:
+    """Floats below 1.2e-38 count as 0 in this process's CPU arithmetic (torch.set_flush_denormal).
+    Such numbers appear as training goes on, and the CPU computes each one far more slowly:
+    measured here, the plain bf16 loop's epochs went from 4.6-5.0 s (the first) to 6.8-6.9 s (the
+    fifth) without it, and stayed at 4.2-4.3 s with it, with the same validation loss to the third
+    decimal. The setting is per thread and torch's worker threads copy it when they start, so the
+    training entry point calls this first, before anything computes (README, Speed)."""
+    torch.set_flush_denormal(True)  # False where the CPU cannot: then nothing changes
 
 
 class CpuThreads(L.Callback):

@@ -19,6 +19,10 @@ What a model implements:
                                for the likelihood
     latent_dim, prior          size of the top layer, and p(z) over it (``priors.Prior``)
 
+Optional: run the decoder's pass to the pixels inside ``with self.decoding():`` in
+``log_weight_terms``. eval's IW estimate then runs it in bf16 (``eval.precision``), keeping the
+likelihood and the densities float32; a model that does not use it is evaluated in float32.
+
 What the base provides from those: encode (top-layer code), decode, reconstruct, sample_prior,
 log_weights (what the importance-weighted estimate in ``metrics.py`` needs), to_unit_range; the
 per-epoch logging of every term (``*/loss`` is always the true negative ELBO), the KL weight
@@ -29,6 +33,7 @@ schedule, optimizer and scheduler wiring, the run's config in checkpoints, and
 import inspect
 import math
 import os
+from contextlib import nullcontext
 
 import lightning as L
 import torch
@@ -205,6 +210,18 @@ class BaseVAE(L.LightningModule):
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n top-layer codes z ~ p(z), (n, latent_dim); ``generator`` fixes them."""
         return self.prior.sample(n, self.encode_gaussian, generator)
+
+    # the precision of the decoder's pass to the pixels in log_weights: eval's IW estimate sets
+    # bf16-mixed for its duration (models/metrics.py); training and everything else run 32-true
+    decoding_precision = "32-true"
+
+    def decoding(self):
+        """The context a model runs its decoder to the likelihood's outputs in (``log_weights``):
+        bf16 matrix products under ``decoding_precision=bf16-mixed``; the likelihood and every
+        density (prior, posterior, the latent layers' own) stay float32."""
+        if self.decoding_precision == "bf16-mixed":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
 
     def log_weights(self, x: torch.Tensor, n: int) -> torch.Tensor:
         """log p(x, z_i) - log q(z_i | x) for n fresh draws per image, (n, B)."""

@@ -136,7 +136,9 @@ class HVAE(BaseVAE):
             mu, logvar = decoder(zs[i + 1])
             log_p = log_p + gaussian_log_prob(zs[i], mu.float(), logvar.float())
         xs = x.expand(n, *x.shape).reshape(n * b, *x.shape[1:])
-        log_px_z = -self.likelihood.nll(self.logits(zs[0].reshape(n * b, -1)), xs).view(n, b)
+        with self.decoding():
+            out = self.logits(zs[0].reshape(n * b, -1))
+        log_px_z = -self.likelihood.nll(out, xs).view(n, b)
         return log_px_z, log_p - log_q
 
     def losses(self, x, kl_weight=None):

@@ -25,13 +25,25 @@ def iw_log_mean_exp(log_weights: Callable[[int], torch.Tensor], k: int, chunk: i
     return total - math.log(k)
 
 
+PRECISIONS = ("32-true", "bf16-mixed")
+
+
 @torch.no_grad()
-def iw_log_likelihood(model, x: torch.Tensor, k: int, max_decodes: int = 10_000) -> torch.Tensor:
+def iw_log_likelihood(
+    model, x: torch.Tensor, k: int, max_decodes: int = 10_000, precision: str = "32-true"
+) -> torch.Tensor:
     """Importance-weighted estimate of log p(x) per image with k samples (k=1: a one-sample ELBO),
     shape (B,): log (1/k) sum_i p(x, z_i) / q(z_i | x) from ``model.log_weights``. At most
-    ``max_decodes`` decoder passes are batched at once, which bounds the memory."""
+    ``max_decodes`` decoder passes are batched at once, which bounds the memory. ``precision``
+    bf16-mixed runs the decoder's matrix products in bf16 (``BaseVAE.decoding``): the likelihood,
+    the densities and the log-mean-exp stay float32, and the estimate moves by < 0.05 nats
+    (README, Evaluation)."""
     chunk = max(1, max_decodes // len(x))
-    return iw_log_mean_exp(lambda n: model.log_weights(x, n), k, chunk)
+    before, model.decoding_precision = model.decoding_precision, precision
+    try:
+        return iw_log_mean_exp(lambda n: model.log_weights(x, n), k, chunk)
+    finally:
+        model.decoding_precision = before
 
 
 def active_units(

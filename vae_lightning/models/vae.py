@@ -112,7 +112,9 @@ class VAE(BaseVAE):
 
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x | z) in nats, summed over pixels, (B,)."""
-        return -self.likelihood.nll(self.net.decode(z), x)
+        with self.decoding():
+            out = self.net.decode(z)
+        return -self.likelihood.nll(out, x)
 
     def weight_terms(self, x, mu, logvar, n: int):
         """log_weight_terms for a posterior already computed: n draws per image, (n, B) each."""

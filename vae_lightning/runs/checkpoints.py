@@ -61,7 +61,7 @@ class RunCheckpoint(ModelCheckpoint):
         ):
             name = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
             self.last_model_path = name  # before the save: it is part of the saved state
-            trainer.save_checkpoint(name)
+            trainer.save_checkpoint(name, weights_only=False)
 
     def load_state_dict(self, state_dict: dict) -> None:
         if not self.continues_run:
