@@ -329,6 +329,19 @@ class PauseEachUntilSigterm(Callback):
             wait_for_sigterm(trainer)
 
 
+class SlowSaveInJob(Callback):
+    """Test instrumentation: sweep job ``job``'s checkpoint saves take ``seconds`` longer."""
+
+    def __init__(self, job: int, seconds: float) -> None:
+        self.job, self.seconds = job, seconds
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.get().job.num == self.job:
+            time.sleep(self.seconds)
+
+
 class DiskFullAt(Callback):
     """Test instrumentation: the checkpoint save at ``step`` fails as on a full disk."""
 
@@ -700,8 +713,9 @@ def test_a_bug_in_a_researchers_callback_shows_its_traceback(tiny_mnist, tmp_pat
 def test_a_stopped_parallel_sweep_stops_every_job_and_each_saves(tiny_mnist, tmp_path, stop):
     """hydra/launcher=joblib trains the jobs in worker processes: SIGTERM to the command, Ctrl-C
     in its terminal (SIGINT to its whole process group) or SIGINT to the command alone (kill -INT)
-    stops them all, each saving its last.ckpt and recording how to resume (none killed mid-save by
-    its pool), and none is left training."""
+    stops them all, each saving its last.ckpt and recording how to resume, and none is left
+    training. Job 0 saves 3 s slower: the pool SIGKILLs every worker once one has ended, so the
+    one that ends first must wait for it."""
     sweep, paused = tmp_path / "sweep", tmp_path / "paused"
     paused.mkdir()
     proc = start_train(
@@ -713,6 +727,7 @@ def test_a_stopped_parallel_sweep_stops_every_job_and_each_saves(tiny_mnist, tmp
         *QUICK,
         "seed=1,2",
         *callback_overrides("pause", PauseEachUntilSigterm, epoch=0, batch=3, folder=paused),
+        *callback_overrides("slow", SlowSaveInJob, job=0, seconds=3),
         session=True,
     )
     deadline = time.monotonic() + 240
@@ -729,9 +744,9 @@ def test_a_stopped_parallel_sweep_stops_every_job_and_each_saves(tiny_mnist, tmp
     assert proc.returncode == {"SIGTERM": 143, "Ctrl-C": 130, "SIGINT": 130}[stop], err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     for job in ("0", "1"):
-        assert json.loads((sweep / job / "run_info.json").read_text())["status"] == "interrupted", (
-            err[-3000:]
-        )
+        info = sweep / job / "run_info.json"
+        assert info.exists(), err[-3000:]
+        assert json.loads(info.read_text())["status"] == "interrupted", err[-3000:]
         assert (
             torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
             == 4

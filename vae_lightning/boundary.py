@@ -249,6 +249,23 @@ def end_process(code: int) -> None:
     os._exit(code)
 
 
+def end_stopped_worker(lock: Path, sweep_dir: Path, code: int, grace_s: float = 120.0) -> None:
+    """End a stopped sweep worker whose job has saved and recorded how to resume: flush, release
+    its job folder's ``lock``, then wait (up to ``grace_s``) until no other job of ``sweep_dir``
+    still holds its lock, and end with ``code``. The first worker to end makes its pool (joblib's
+    loky) take the executor for broken and SIGKILL the others, so none ends while another saves."""
+    import time
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    lock.unlink(missing_ok=True)
+    deadline = time.monotonic() + grace_s
+    while training_jobs(sweep_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os._exit(code)
+
+
 def training_jobs(sweep_dir: Path) -> list[int]:
     """The live processes of this machine that hold a job folder's lock in ``sweep_dir`` (jobs still
     training)."""

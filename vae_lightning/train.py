@@ -195,8 +195,8 @@ def run_and_record(
     except SIGTERMException as e:  # InterruptCheckpoint saved last.ckpt and said how to resume
         write_run_info(run_dir, time.perf_counter() - started, e)
         if boundary.in_sweep_worker():  # the worker ends too (its pool would keep it waiting)
-            (Path(run_dir) / LOCK).unlink(missing_ok=True)
-            boundary.end_process(SIGTERM_EXIT)
+            sweep_dir = Path(HydraConfig.get().sweep.dir)
+            boundary.end_stopped_worker(Path(run_dir) / LOCK, sweep_dir, SIGTERM_EXIT)
         sys.exit(SIGTERM_EXIT)
     except SystemExit as e:  # Lightning ends a fit that Ctrl-C interrupted with exit(1)
         if isinstance(e.__context__, KeyboardInterrupt):
