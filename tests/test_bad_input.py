@@ -166,7 +166,7 @@ def table(tiny_mnist: Path, tmp: Path, ckpt: Path) -> dict[str, tuple[str, list[
         "delete a missing key": (TRAIN, [root, "~model.nothere"], "model.nothere is not a setting", pre),
         "append an existing key": (TRAIN, [root, "+model.latent_dim=3"], "+model.latent_dim: model.latent_dim is already a setting: drop the +", pre),
         "unknown data option": (TRAIN, [root, "data=cifar"], "data=cifar is not a data option (did you mean cifar10?): choose one of arrays, cifar10", pre),
-        "unknown network option": (TRAIN, [root, "model/net=xyz"], "model/net=xyz is not a model/net option: choose one of conv, mlp", pre),
+        "unknown network option": (TRAIN, [root, "model/net=xyz"], "model/net=xyz is not a model/net option: choose one of conv, gated, mlp", pre),
         "unknown optimizer option": (TRAIN, [root, "optimizer=sgd"], "optimizer=sgd is not a optimizer option", pre),
         "unknown dataset name": (TRAIN, [root, "data.name=cifar"], "data.name='cifar' is not one of fashion_mnist, kmnist, mnist", pre),
         "sweep: misspelt swept key": (TRAIN, ["-m", root, "model.latant_dim=2,3"], "model.latant_dim is not a setting (did you mean model.latent_dim?)", pre),

@@ -37,7 +37,7 @@ def test_help_shows_what_each_entry_point_takes(name, tmp_path):
     proc = subprocess.run([BIN / name, "--help"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]
     takes = {
-        "vae-train": ["model/net: conv, mlp", "model:", "trainer:"],
+        "vae-train": ["model/net: conv, gated, mlp", "model:", "trainer:"],
         "vae-eval": ["ckpt_path: ???", "iw_samples:", "data:"],
         "vae-sample": ["ckpt_path: ???", "mode: prior", "data:"],
         "vae-summarize": ["SWEEP_DIR", "summary.csv"],

@@ -17,8 +17,10 @@ from vae_lightning.data.synthetic import digit_like_images
 from vae_lightning.errors import SettingError
 from vae_lightning.models import HIWAE, HVAE, IWAE, VAE, BaseVAE
 from vae_lightning.models.metrics import iw_log_likelihood
+from vae_lightning.models.networks.gated import GatedMLPNet
 from vae_lightning.models.posteriors import GaussianPosterior, IAFPosterior
 from vae_lightning.models.priors import MoGPrior, NormalPrior, VampPrior
+from vae_lightning.models.two_level import TwoLevelVAE
 from vae_lightning.runs.checkpoints import load_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -31,6 +33,7 @@ MOG = {"_target_": "vae_lightning.models.priors.MoGPrior", "components": 3}
 VAMP = {"_target_": "vae_lightning.models.priors.VampPrior", "components": 10, "init_std": 0.3}
 IAF = {"_target_": "vae_lightning.models.posteriors.IAFPosterior", "steps": 2, "hidden_dim": 32}
 SMALL_HVAE = {"latent_dims": [8, 4], "hidden_dims": [[32], [16]]}
+GATED = {"_target_": "vae_lightning.models.networks.gated.GatedMLPNet", "hidden_dims": [48, 32]}
 MODELS = {  # every model of the family (small sizes), as the command line would choose it
     "vae": lambda: VAE(net=NET, latent_dim=4),
     "vae+mog": lambda: VAE(net=NET, latent_dim=4, prior=MOG),
@@ -40,6 +43,9 @@ MODELS = {  # every model of the family (small sizes), as the command line would
     "hvae": lambda: HVAE(**SMALL_HVAE),
     "hvae+vamp": lambda: HVAE(**SMALL_HVAE, prior=VAMP),
     "hiwae": lambda: HIWAE(**SMALL_HVAE, k=5),
+    "vae+gated": lambda: VAE(net=GATED, latent_dim=4),
+    "two_level": lambda: TwoLevelVAE(latent_dims=[6, 4], hidden=32),
+    "two_level+vamp": lambda: TwoLevelVAE(latent_dims=[6, 4], hidden=32, prior=VAMP),
 }
 
 
@@ -124,12 +130,16 @@ def test_every_model_iw_estimate_bounds_its_elbo_and_tightens_with_k(name):
     x = binary_images(48)
     with torch.no_grad():
         # a 20-draw ELBO
-        elbo = torch.stack([model.log_weights(x, 1)[0] for _ in range(20)]).mean().item()
+        draws = torch.stack([model.log_weights(x, 1)[0] for _ in range(20)])
+        elbo = draws.mean().item()
         iw = {
             k: iw_log_likelihood(model, x, k, max_decodes=48 * 50).mean().item() for k in (10, 200)
         }
         iw[1] = torch.stack([iw_log_likelihood(model, x, 1) for _ in range(20)]).mean().item()
-    assert abs(iw[1] - elbo) < 1.0, (iw, elbo)  # k=1 is the ELBO
+    # k=1 is the ELBO: within 1 nat, or 4 standard errors of the difference of two such means
+    # (an untrained model with He's init has log-weights that spread over ~160 nats)
+    error = (2 * draws.var(0).mean().item() / draws.numel()) ** 0.5
+    assert abs(iw[1] - elbo) < max(1.0, 4 * error), (iw, elbo, error)
     assert iw[1] + 0.2 < iw[10] < iw[200], iw
     loss = torch.stack([model.losses(x)["loss"] for _ in range(20)]).mean().item()
     assert loss == pytest.approx(-elbo, rel=0.01)  # */loss is the negative ELBO for every model
@@ -196,7 +206,7 @@ def fit_and_save(model: BaseVAE, path: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    "name", ["vae+vamp", "vae+iaf", "iwae", "hvae+vamp", "hiwae", "beta-tcvae"]
+    "name", ["vae+vamp", "vae+iaf", "iwae", "hvae+vamp", "hiwae", "two_level+vamp", "beta-tcvae"]
 )
 def test_a_checkpoint_comes_back_as_the_class_it_was_trained_with(name, tmp_path):
     # a fork's subclass, __init__(*args, **kwargs), given Hydra's containers as values
@@ -348,6 +358,61 @@ def test_the_two_layer_model_with_the_vampprior_from_the_command_line(tiny_mnist
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def test_the_vampprior_papers_two_level_preset_trains_evaluates_and_samples(tiny_mnist, tmp_path):
+    """experiment=vampprior_paper_hvae (Tomczak & Welling's two levels + VampPrior), small."""
+    run = tmp_path / "two_level"
+    proc = run_train(
+        "experiment=vampprior_paper_hvae",
+        f"data.root={tiny_mnist}",
+        f"hydra.run.dir={run}",
+        *QUICK,
+        "model.hidden=32",
+        "model.prior.components=20",
+        "model.kl_warmup_epochs=1",
+        "optimizer.lr=3e-3",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["hparams"]["model"] == "TwoLevelVAE" and metrics["epochs"] == 2
+    assert metrics["metrics"]["val/loss"] < 0.6 * 784 * math.log(2)
+    proc = run_module(
+        "vae_lightning.eval", f"ckpt_path={run}/checkpoints/last.ckpt", "eval.iw_samples=10"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((run / "eval.json").read_text())
+    assert result["model"] == "TwoLevelVAE" and set(result["layers"]) == {"z1", "z2"}
+    assert result["latent_dim"] == 80 and result["iw_nll"] <= result["neg_elbo"] + 1.0
+    proc = run_module(
+        "vae_lightning.sample",
+        f"ckpt_path={run}/checkpoints/last.ckpt",
+        "n=16",
+        f"out={tmp_path}/s.png",
+    )
+    assert proc.returncode == 0 and (tmp_path / "s.png").stat().st_size > 1000, proc.stderr[-3000:]
+
+
+def test_the_gated_network_gates_clips_and_starts_from_hes_init():
+    from vae_lightning.models.networks.gated import GatedDense
+
+    torch.manual_seed(0)
+    layer = GatedDense(5, 3)
+    x = torch.randn(4, 5)
+    expected = (x @ layer.h.weight.T + layer.h.bias) * torch.sigmoid(
+        x @ layer.g.weight.T + layer.g.bias
+    )
+    assert torch.allclose(layer(x), expected)
+    net = GatedMLPNet(latent_dim=40)
+    assert net.encoder[0].h.weight.std().item() == pytest.approx((2 / 784) ** 0.5, rel=0.02)
+    assert net.decoder[0][0].g.weight.std().item() == pytest.approx((2 / 40) ** 0.5, rel=0.05)
+    with torch.no_grad():
+        net.fc_logvar.bias.fill_(50.0)
+        _, logvar = net.encode(torch.rand(2, 1, 28, 28))
+    assert logvar.max().item() == 2.0  # the paper's hard tanh at [-6, 2]
+    assert net.decode(torch.randn(2, 40)).shape == (2, 1, 28, 28)
+    with pytest.raises(SettingError, match="logvar_min"):
+        GatedMLPNet(logvar_min=3.0)
+
+
 def test_every_model_and_part_composes_from_the_command_line():
     from hydra import compose, initialize_config_dir
 
@@ -365,6 +430,12 @@ def test_every_model_and_part_composes_from_the_command_line():
             {"latent_dims": [100, 50], "hidden_dims": [[100, 100], [50, 50]], "activation": "tanh"},
         ),
         ("experiment=iwae_paper_hiwae_k50",): ("HIWAE", {"k": 50, "latent_dims": [100, 50]}),
+        ("experiment=vampprior_paper_vae",): ("VAE", {"net": GatedMLPNet, "prior": NormalPrior}),
+        ("experiment=vampprior_paper_vamp",): ("VAE", {"net": GatedMLPNet, "prior": VampPrior}),
+        ("experiment=vampprior_paper_hvae",): (
+            "TwoLevelVAE",
+            {"latent_dims": [40, 40], "hidden": 300, "prior": VampPrior},
+        ),
     }
     for overrides, (cls, expected) in cases.items():
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -377,6 +448,13 @@ def test_every_model_and_part_composes_from_the_command_line():
             assert cfg.data.binarize and cfg.data.batch_size == 20 and cfg.optimizer.eps == 1e-4
             assert cfg.scheduler._target_.endswith(".iwae_paper") and cfg.scheduler.epochs == 3280
             assert cfg.trainer.max_epochs == 3280 and cfg.eval.iw_samples == 5000
+        if overrides[0].startswith("experiment=vampprior_paper"):  # Tomczak & Welling's code
+            assert cfg.data.binarize and cfg.data.batch_size == 100 and cfg.data.val_size == 10000
+            assert cfg.optimizer.lr == 5e-4 and cfg.model.kl_warmup_epochs == 100
+            assert cfg.callbacks.early_stopping.patience == 50 and cfg.trainer.max_epochs == 2000
+            assert cfg.eval.iw_samples == 5000 and model.latent_dim == 40
+            if isinstance(model.prior, VampPrior):
+                assert len(model.prior.pseudo_inputs) == 500
         for key, value in expected.items():
             if isinstance(value, type):
                 assert isinstance(getattr(model, key), value), (overrides, key)

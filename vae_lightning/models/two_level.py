@@ -1,0 +1,145 @@
+"""Tomczak & Welling's two-level VAE (VampPrior, AISTATS 2018, "HVAE (L = 2)"; their code's
+HVAE_2level): the top layer z_2 is inferred first, and both layers reach the pixels.
+
+    q(z_2 | x) q(z_1 | x, z_2)        p(z_2) p(z_1 | z_2) p(x | z_1, z_2)
+
+Every conditional is a diagonal Gaussian (the likelihood for x) computed by gated dense layers
+(networks/gated.py) of ``hidden`` units: two below q(z_2 | x) and p(z_1 | z_2); one from each input
+and one joint layer for q(z_1 | x, z_2) and p(x | z_1, z_2). Log-variances are clipped to
+[logvar_min, logvar_max], every linear layer starts from He's init (the paper's code). p(z_2) is
+the prior component (``model/prior``; the paper: the VampPrior, K = 500, on z_2). Trained on the
+ELBO, every KL by Monte Carlo on the same draws.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from vae_lightning.errors import SettingError, check_float, check_int
+from vae_lightning.models.base import BaseVAE
+from vae_lightning.models.components import build
+from vae_lightning.models.networks.base import check_sizes
+from vae_lightning.models.networks.gated import GatedDense, gated
+from vae_lightning.models.posteriors.gaussian import gaussian_rsample
+from vae_lightning.models.priors.base import Prior, gaussian_log_prob
+from vae_lightning.models.vae import NORMAL_PRIOR
+
+
+class GaussianHeads(nn.Module):
+    """features -> (mu, logvar clipped to ``bounds``) over ``out`` units."""
+
+    def __init__(self, features: int, out: int, bounds: tuple[float, float]) -> None:
+        super().__init__()
+        self.mu, self.logvar, self.bounds = (
+            nn.Linear(features, out),
+            nn.Linear(features, out),
+            bounds,
+        )
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mu(h), self.logvar(h).clamp(*self.bounds)
+
+
+class Joint(nn.Module):
+    """Two inputs, one gated layer each, concatenated, then one joint gated layer."""
+
+    def __init__(self, a: int, b: int, hidden: int) -> None:
+        super().__init__()
+        self.a, self.b = GatedDense(a, hidden), GatedDense(b, hidden)
+        self.joint = GatedDense(2 * hidden, hidden)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ha, hb = self.a(a), self.b(b)
+        ha = ha.expand(*hb.shape[:-1], ha.shape[-1])  # x's features, once per draw of z_2
+        return self.joint(torch.cat([ha, hb], -1))
+
+
+class TwoLevelVAE(BaseVAE):
+    def __init__(
+        self,
+        latent_dims=(40, 40),
+        hidden: int = 300,
+        logvar_min: float = -6.0,
+        logvar_max: float = 2.0,
+        prior=None,
+        **settings,
+    ):
+        prior = prior or NORMAL_PRIOR
+        latent_dims = check_sizes("latent_dims", latent_dims, "[40,40]")
+        if len(latent_dims) != 2:
+            raise SettingError(
+                "latent_dims", latent_dims, "must give two sizes, z1 and z2, e.g. [40,40]"
+            )
+        check_int("hidden", hidden, low=1, example=300)
+        check_float("logvar_min", logvar_min, example=-6.0)
+        if not logvar_min < logvar_max:
+            raise SettingError(
+                "logvar_min", logvar_min, f"must be below logvar_max ({logvar_max}), e.g. -6"
+            )
+        super().__init__(**settings)
+        (d1, d2), bounds = latent_dims, (float(logvar_min), float(logvar_max))
+        self.latent_dims, self.latent_dim = latent_dims, d2
+        pixels = math.prod(self.input_shape)
+        self.q_z2 = nn.Sequential(
+            gated([pixels, hidden, hidden]), GaussianHeads(hidden, d2, bounds)
+        )
+        self.q_z1 = Joint(pixels, d2, hidden)
+        self.q_z1_heads = GaussianHeads(hidden, d1, bounds)
+        self.p_z1 = nn.Sequential(gated([d2, hidden, hidden]), GaussianHeads(hidden, d1, bounds))
+        self.p_x = Joint(d1, d2, hidden)
+        self.output_shape = (self.likelihood.outputs, *self.input_shape[1:])
+        self.pixels = nn.Linear(hidden, math.prod(self.output_shape))
+        for m in self.modules():  # He's init, N(0, 2 / fan_in), biases as PyTorch starts them
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / m.in_features))
+        self.prior = build(
+            prior,
+            "prior",
+            Prior,
+            "prior",
+            latent_dim=self.latent_dim,
+            input_shape=list(self.input_shape),
+            data_range=self.hparams.data_range,
+        )
+
+    def logits(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        return self.pixels(self.p_x(z1, z2)).view(-1, *self.output_shape)
+
+    def codes(self, x):
+        x = x.flatten(1)
+        mu2 = self.q_z2(x)[0]
+        return {"z1": self.q_z1_heads(self.q_z1(x, mu2))[0], "z2": mu2}
+
+    def encode_gaussian(self, x):
+        return self.q_z2(x.flatten(1))
+
+    def decode_logits(self, z):
+        return self.logits(self.p_z1(z)[0], z)
+
+    @torch.no_grad()
+    def reconstruct(self, x):
+        """Through the posterior means of both layers."""
+        codes = self.codes(x.to(self.device))
+        return self.likelihood.mean(self.logits(codes["z1"], codes["z2"]))
+
+    def log_weight_terms(self, x, n):
+        b, flat = len(x), x.flatten(1)
+        z2, log_q = gaussian_rsample(*self.q_z2(flat), n)  # (n, B, d2), fp32
+        z1, lq1 = gaussian_rsample(*self.q_z1_heads(self.q_z1(flat, z2)))  # one per z_2 draw
+        z1 = z1.float()
+        mu1, logvar1 = self.p_z1(z2)
+        log_p = self.prior.log_prob(z2, self.encode_gaussian) + gaussian_log_prob(
+            z1, mu1.float(), logvar1.float()
+        )
+        xs = x.expand(n, *x.shape).reshape(n * b, *x.shape[1:])
+        with self.decoding():
+            out = self.logits(z1.reshape(n * b, -1), z2.reshape(n * b, -1))
+        log_px_z = -self.likelihood.nll(out, xs).view(n, b)
+        return log_px_z, log_p - log_q - lq1
+
+    def losses(self, x, kl_weight=None):
+        beta = self.hparams.kl_weight if kl_weight is None else kl_weight
+        log_px_z, log_ratio = self.log_weight_terms(x, 1)
+        recon, kl = -log_px_z.mean(), -log_ratio.mean()
+        return {"loss": recon + kl, "recon": recon, "kl": kl, "objective": recon + beta * kl}
