@@ -17,6 +17,7 @@ from vae_lightning.data.synthetic import digit_like_images
 from vae_lightning.errors import SettingError
 from vae_lightning.models import HIWAE, HVAE, IWAE, VAE, BaseVAE
 from vae_lightning.models.metrics import iw_log_likelihood
+from vae_lightning.models.networks import ConvNet
 from vae_lightning.models.networks.gated import GatedMLPNet
 from vae_lightning.models.posteriors import GaussianPosterior, IAFPosterior
 from vae_lightning.models.priors import MoGPrior, NormalPrior, VampPrior
@@ -432,6 +433,10 @@ def test_every_model_and_part_composes_from_the_command_line():
         ("experiment=iwae_paper_hiwae_k50",): ("HIWAE", {"k": 50, "latent_dims": [100, 50]}),
         ("experiment=vampprior_paper_vae",): ("VAE", {"net": GatedMLPNet, "prior": NormalPrior}),
         ("experiment=vampprior_paper_vamp",): ("VAE", {"net": GatedMLPNet, "prior": VampPrior}),
+        ("experiment=mnist_one_hour",): (
+            "VAE",
+            {"net": ConvNet, "prior": VampPrior, "latent_dim": 40, "kl_warmup_epochs": 10},
+        ),
         ("experiment=vampprior_paper_hvae",): (
             "TwoLevelVAE",
             {"latent_dims": [40, 40], "hidden": 300, "prior": VampPrior},
@@ -448,6 +453,12 @@ def test_every_model_and_part_composes_from_the_command_line():
             assert cfg.data.binarize and cfg.data.batch_size == 20 and cfg.optimizer.eps == 1e-4
             assert cfg.scheduler._target_.endswith(".iwae_paper") and cfg.scheduler.epochs == 3280
             assert cfg.trainer.max_epochs == 3280 and cfg.eval.iw_samples == 5000
+        if overrides[0] == "experiment=mnist_one_hour":  # README's one-CPU-hour row
+            assert cfg.data.binarize and cfg.data.batch_size == 100 and cfg.eval.iw_samples == 5000
+            assert (
+                cfg.scheduler._target_.endswith("CosineAnnealingLR") and cfg.scheduler.T_max == 100
+            )
+            assert cfg.trainer.max_epochs == 100 and len(model.prior.pseudo_inputs) == 500
         if overrides[0].startswith("experiment=vampprior_paper"):  # Tomczak & Welling's code
             assert cfg.data.binarize and cfg.data.batch_size == 100 and cfg.data.val_size == 10000
             assert cfg.optimizer.lr == 5e-4 and cfg.model.kl_warmup_epochs == 100
