@@ -187,7 +187,7 @@ def table(tiny_mnist: Path, tmp: Path, ckpt: Path) -> dict[str, tuple[str, list[
         "accumulate no batches": (TRAIN, [root, "+trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0 must be >= 1", pre),
         "validate every 0 batches": (TRAIN, [root, "+trainer.val_check_interval=0"], "trainer.val_check_interval=0 must be > 0", pre),
         "two nodes on one machine": (TRAIN, [root, "+trainer.num_nodes=2"], "trainer.num_nodes=2 needs one process per node started by a launcher", pre),
-        "unknown model option": (TRAIN, [root, "model=vamp"], "model=vamp is not a model option: choose one of hiwae, hvae, iwae, vae", pre),
+        "unknown model option": (TRAIN, [root, "model=vamp"], "model=vamp is not a model option: choose one of hiwae, hvae, iwae, two_level, vae", pre),
         "unknown prior option": (TRAIN, [root, "model/prior=gauss"], "model/prior=gauss is not a model/prior option: choose one of mog, normal, vamp", pre),
         "prior without components": (TRAIN, [root, "model/prior=mog", "model.prior.components=0"], "model.prior.components=0 must be >= 1", pre),
         "prior setting of another prior": (TRAIN, [root, "model/prior=mog", "+model.prior.init_std=0.1"],
