@@ -43,6 +43,7 @@ from torchmetrics import MeanMetric
 from vae_lightning.errors import SettingError, check_bool, check_choice, check_float, check_int
 from vae_lightning.models.components import build, load_class, plain
 from vae_lightning.models.likelihoods import Likelihood, bits_per_dim, per_channel_range
+from vae_lightning.models.priors.base import Prior
 
 STAGES, TERMS = ("train", "val", "test"), ("loss", "recon", "kl")
 # what the gradient follows in training, logged when it differs from the ELBO
@@ -191,6 +192,18 @@ class BaseVAE(L.LightningModule):
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def build_prior(self, prior) -> Prior:
+        """The prior component (``model/prior``) over the top layer's ``latent_dim`` units."""
+        return build(
+            prior,
+            "prior",
+            Prior,
+            "prior",
+            latent_dim=self.latent_dim,
+            input_shape=list(self.input_shape),
+            data_range=self.hparams.data_range,
+        )
 
     # the interface for callbacks, eval, sample and notebooks -----------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:

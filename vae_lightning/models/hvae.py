@@ -17,10 +17,9 @@ from torch import nn
 
 from vae_lightning.errors import SettingError
 from vae_lightning.models.base import BaseVAE
-from vae_lightning.models.components import build
 from vae_lightning.models.networks.base import LOGVAR_MAX, LOGVAR_MIN, check_sizes, make_activation
 from vae_lightning.models.posteriors.gaussian import gaussian_rsample
-from vae_lightning.models.priors.base import Prior, gaussian_log_prob
+from vae_lightning.models.priors.base import gaussian_log_prob
 from vae_lightning.models.vae import NORMAL_PRIOR
 
 
@@ -85,15 +84,7 @@ class HVAE(BaseVAE):
             mlp([latent_dims[0], *hidden_dims[0][::-1]], activation),
             nn.Linear(hidden_dims[0][0], math.prod(self.output_shape)),
         )
-        self.prior = build(
-            prior,
-            "prior",
-            Prior,
-            "prior",
-            latent_dim=self.latent_dim,
-            input_shape=list(self.input_shape),
-            data_range=self.hparams.data_range,
-        )
+        self.prior = self.build_prior(prior)
 
     def codes(self, x):
         h, codes = x.flatten(1), {}

@@ -18,11 +18,10 @@ from torch import nn
 
 from vae_lightning.errors import SettingError, check_float, check_int
 from vae_lightning.models.base import BaseVAE
-from vae_lightning.models.components import build
 from vae_lightning.models.networks.base import check_sizes
 from vae_lightning.models.networks.gated import GatedDense, gated
 from vae_lightning.models.posteriors.gaussian import gaussian_rsample
-from vae_lightning.models.priors.base import Prior, gaussian_log_prob
+from vae_lightning.models.priors.base import gaussian_log_prob
 from vae_lightning.models.vae import NORMAL_PRIOR
 
 
@@ -93,15 +92,7 @@ class TwoLevelVAE(BaseVAE):
         for m in self.modules():  # He's init, N(0, 2 / fan_in), biases as PyTorch starts them
             if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / m.in_features))
-        self.prior = build(
-            prior,
-            "prior",
-            Prior,
-            "prior",
-            latent_dim=self.latent_dim,
-            input_shape=list(self.input_shape),
-            data_range=self.hparams.data_range,
-        )
+        self.prior = self.build_prior(prior)
 
     def logits(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         return self.pixels(self.p_x(z1, z2)).view(-1, *self.output_shape)
