@@ -246,6 +246,7 @@ def table(tiny_mnist: Path, tmp: Path, ckpt: Path) -> dict[str, tuple[str, list[
         "eval: batch_size=abc": (EVAL, [ck, "eval.batch_size=abc"], "eval.batch_size='abc' must be an integer >= 1", run),
         "eval: split=train": (EVAL, [ck, "eval.split=train"], "eval.split='train' is not one of test, val", run),
         "eval: precision=16": (EVAL, [ck, "eval.precision=16"], "eval.precision=16 is not one of auto, 32-true, bf16-mixed", run),
+        "eval: compile=maybe": (EVAL, [ck, "eval.compile=maybe"], "eval.compile='maybe' is not one of auto, true, false", run),
         "eval: out under a file": (EVAL, [ck, f"eval.out={a_file}/eval.json"], f"eval.out={a_file}/eval.json cannot be written ({a_file} is a file, not a folder)", run),
         "eval: a model setting": (EVAL, [ck, "model.latent_dim=5"], "model.latent_dim is not a setting here: the checkpoint fixes the model", pre),
         "eval: a model setting, appended": (EVAL, [ck, "+model.latent_dim=5"], "model.latent_dim=5 conflicts with ckpt_path=", run),

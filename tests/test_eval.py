@@ -118,18 +118,59 @@ def test_eval_entry_point_writes_eval_json_and_prints_a_table(latent2_run):
     assert result["precision"] == auto_precision("cpu") and f"in {result['precision']})" in (
         proc.stderr
     )
-    out = latent2_run / "eval_fp32.json"
-    proc = run_module(
-        "vae_lightning.eval",
-        f"ckpt_path={ckpt}",
-        "eval.iw_samples=200",
-        "eval.precision=32-true",
-        f"eval.out={out}",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    fp32 = json.loads(out.read_text())
+    # eval.compile: auto leaves 200 images x k=200 eager (a compile would cost more than it saves)
+    assert result["compiled"] is False and "compiled" not in proc.stderr
+
+    def evaluated(setting: str) -> tuple[dict, str]:
+        out = latent2_run / f"eval_{setting.split('=')[1]}.json"
+        proc = run_module(
+            "vae_lightning.eval",
+            f"ckpt_path={ckpt}",
+            "eval.iw_samples=200",
+            setting,
+            f"eval.out={out}",
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(out.read_text()), proc.stderr
+
+    fp32, _ = evaluated("eval.precision=32-true")
     assert fp32["precision"] == "32-true" and fp32["neg_elbo"] == result["neg_elbo"]
     assert fp32["iw_nll"] == pytest.approx(result["iw_nll"], abs=0.05)
+    # compiled, the estimate takes the same draws and moves by arithmetic alone
+    compiled, stderr = evaluated("eval.compile=true")
+    assert compiled["compiled"] is True and ", compiled) and the active units" in stderr
+    assert "warning" not in stderr, stderr[-3000:]  # no fallback to eager
+    assert compiled["iw_nll"] == pytest.approx(result["iw_nll"], abs=0.01)
+    assert compiled["neg_elbo"] == result["neg_elbo"]
+
+
+def test_a_compile_that_fails_falls_back_to_eager_and_a_model_error_keeps_its_traceback(capsys):
+    from vae_lightning.eval import first_call_or_eager
+
+    calls = []
+
+    def broken_compile(x, n):
+        raise RuntimeError("inductor cannot build this")
+
+    def eager(x, n):
+        calls.append(n)
+        return torch.full((n, len(x)), -1.0)
+
+    log_weights = first_call_or_eager(broken_compile, eager)
+    assert log_weights(torch.zeros(3), 2).shape == (2, 3)
+    assert log_weights(torch.zeros(3), 4).shape == (4, 3)
+    assert calls == [2, 4]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "warning: eval.compile: torch.compile failed (RuntimeError); estimating without it "
+        "(eval.compile=false skips trying)"
+    ]
+
+    def model_bug(x, n):
+        raise ZeroDivisionError("the researcher's own bug")
+
+    with pytest.raises(ZeroDivisionError, match="own bug"):
+        first_call_or_eager(model_bug, model_bug)(torch.zeros(3), 2)
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):

@@ -16,7 +16,7 @@ from tests.conftest import TINY, run_module, run_train
 from vae_lightning.data.synthetic import digit_like_images
 from vae_lightning.errors import SettingError
 from vae_lightning.models import HIWAE, HVAE, IWAE, VAE, BaseVAE
-from vae_lightning.models.metrics import iw_log_likelihood
+from vae_lightning.models.metrics import compiled_log_weights, iw_log_likelihood
 from vae_lightning.models.networks import ConvNet
 from vae_lightning.models.networks.gated import GatedMLPNet
 from vae_lightning.models.posteriors import GaussianPosterior, IAFPosterior
@@ -104,6 +104,27 @@ def test_the_monte_carlo_kl_of_the_vampprior_averages_to_the_integrated_kl():
         integrated,
         stderr,
     )
+
+
+def test_the_fixed_vampprior_encodes_its_pseudo_inputs_once_and_gives_the_same_density():
+    """Prior.fixed (eval's IW estimate): inside, log_prob reuses one encoding of the pseudo-inputs;
+    the density is the one computed afresh, and outside it is computed afresh again."""
+    torch.manual_seed(0)
+    model = VAE(net=NET, latent_dim=4, prior=VAMP)
+    encoded = []
+
+    def encode(u):
+        encoded.append(len(u))
+        return model.net.posterior(u)
+
+    z = torch.randn(7, 3, 4)
+    with torch.no_grad():
+        fresh = model.prior.log_prob(z, encode)
+        with model.prior.fixed(encode), model.prior.fixed(encode):  # nested: still once
+            inside = [model.prior.log_prob(z, encode) for _ in range(3)]
+        after = model.prior.log_prob(z, encode)
+    assert encoded == [10, 10, 10]  # fresh, the fixed context (once for 3 calls), after
+    assert fresh.shape == (7, 3) and all(torch.equal(v, fresh) for v in inside + [after])
 
 
 def test_iaf_with_zero_steps_is_the_gaussian_posterior_and_its_log_q_is_a_density():
@@ -473,19 +494,25 @@ def test_every_model_and_part_composes_from_the_command_line():
                 assert model.hparams[key] == value, (overrides, key)
 
 
-@pytest.mark.parametrize("name", [*MODELS, "tutorial"])
-def test_the_bf16_iw_path_agrees_with_float32_within_five_hundredths_of_a_nat(name):
-    """eval.precision=bf16-mixed (the default on a CPU with native bf16) against 32-true, the same
-    draws, every model of the family briefly trained: the mean estimate moves by < 0.05 nats."""
+def briefly_trained(name: str, steps: int) -> tuple[BaseVAE, torch.Tensor]:
+    """A model of MODELS (or the tutorial MLP) after ``steps`` Adam steps on 32 binary images,
+    in eval mode, and the images."""
     torch.manual_seed(0)
     model = VAE(latent_dim=20) if name == "tutorial" else MODELS[name]()
     x = binary_images(32)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(60):
+    for _ in range(steps):
         optimizer.zero_grad()
         model.losses(x)["objective"].backward()
         optimizer.step()
-    model.eval()
+    return model.eval(), x
+
+
+@pytest.mark.parametrize("name", [*MODELS, "tutorial"])
+def test_the_bf16_iw_path_agrees_with_float32_within_five_hundredths_of_a_nat(name):
+    """eval.precision=bf16-mixed (the default on a CPU with native bf16) against 32-true, the same
+    draws, every model of the family briefly trained: the mean estimate moves by < 0.05 nats."""
+    model, x = briefly_trained(name, steps=60)
     estimates = {}
     for precision in ("32-true", "bf16-mixed"):
         torch.manual_seed(1)
@@ -494,3 +521,20 @@ def test_the_bf16_iw_path_agrees_with_float32_within_five_hundredths_of_a_nat(na
         estimates[precision] = iw.mean().item()
     assert estimates["32-true"] > -300, estimates  # trained: far from the untrained ~-540
     assert 0 < abs(estimates["bf16-mixed"] - estimates["32-true"]) < 0.05, estimates  # bf16 ran
+
+
+@pytest.mark.parametrize("name", ["tutorial", "vae+vamp", "hvae+vamp", "two_level"])
+def test_the_compiled_iw_path_takes_the_same_draws_and_agrees_within_a_hundredth_of_a_nat(name):
+    """eval.compile (torch.compile of log_weights, bf16 decoder) against the eager bf16 path, the
+    same seed: torch's own random numbers (fallback_random), so the two differ by arithmetic
+    alone; the VampPrior's pseudo-inputs are encoded once for all chunks (Prior.fixed)."""
+    model, x = briefly_trained(name, steps=30)
+    estimates = {}
+    with model.estimating("bf16-mixed"):
+        compiled = compiled_log_weights(model)
+        for path, log_weights in (("eager", None), ("compiled", compiled)):
+            torch.manual_seed(1)
+            iw = iw_log_likelihood(model, x, 100, 32 * 25, "bf16-mixed", log_weights)
+            estimates[path] = iw.mean().item()
+    assert estimates["eager"] > -400, estimates  # trained: far from the untrained ~-540
+    assert abs(estimates["compiled"] - estimates["eager"]) < 0.01, estimates

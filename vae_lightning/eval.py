@@ -14,13 +14,15 @@ import torch
 from omegaconf import DictConfig
 
 from vae_lightning import boundary
-from vae_lightning.errors import check_choice, check_int, exit_with, settings_of
+from vae_lightning.errors import SettingError, check_choice, check_int, exit_with, settings_of
 from vae_lightning.files import output_file, write_json
 from vae_lightning.models.likelihoods import bits_per_dim
 from vae_lightning.models.metrics import (
     ACTIVE_UNIT_THRESHOLD,
+    COMPILE_FROM,
     PRECISIONS,
     active_units,
+    compiled_log_weights,
     iw_log_likelihood,
 )
 from vae_lightning.resolvers import auto_precision, register_resolvers
@@ -65,29 +67,65 @@ def progress(total_batches: int, every_s: float = 10.0):
     return done
 
 
+def first_call_or_eager(compiled, eager):
+    """``compiled`` for every call once its first call works; if that one raises (no C++ compiler,
+    an operation inductor cannot build), one line says so and ``eager`` serves every call. An error
+    of the model's own code raises again from ``eager``, with its traceback."""
+    chosen = []
+
+    def log_weights(x, n):
+        if chosen:
+            return chosen[0](x, n)
+        try:
+            out = compiled(x, n)
+            chosen.append(compiled)
+        except Exception as e:  # noqa: BLE001 - eager decides whether this is the model's error
+            out = eager(x, n)
+            chosen.append(eager)
+            print(
+                f"warning: eval.compile: torch.compile failed ({type(e).__name__}); estimating "
+                "without it (eval.compile=false skips trying)",
+                file=sys.stderr,
+                flush=True,
+            )
+        return out
+
+    return log_weights
+
+
 @torch.no_grad()
 def evaluate(
-    model, batches, iw_samples: int, max_decodes: int, after_batch=None, precision="32-true"
+    model,
+    batches,
+    iw_samples: int,
+    max_decodes: int,
+    after_batch=None,
+    precision="32-true",
+    compiled: bool = False,
 ) -> dict:
     """Per-image means over ``batches`` of (x, y): ELBO terms, IW log-likelihood (its networks in
-    ``precision``), active units (per stochastic layer). ``after_batch(batches, images)`` is called
-    after each batch (progress)."""
+    ``precision``; ``compiled``: its pass under torch.compile), active units (per stochastic
+    layer). ``after_batch(batches, images)`` is called after each batch (progress)."""
     sums = {"neg_elbo": 0.0, "recon": 0.0, "kl": 0.0, "iw_nll": 0.0}
     codes, n = {}, 0
-    for i, (x, _) in enumerate(batches, 1):
-        x = x.to(model.device)
-        out = model.losses(x)
-        b = len(x)
-        sums["neg_elbo"] += out["loss"].item() * b
-        sums["recon"] += out["recon"].item() * b
-        sums["kl"] += out["kl"].item() * b
-        iw = iw_log_likelihood(model, x, iw_samples, max_decodes, precision)
-        sums["iw_nll"] += -iw.sum().item()
-        for layer, mu in model.codes(x).items():
-            codes.setdefault(layer, []).append(mu.float().cpu())
-        n += b
-        if after_batch is not None:
-            after_batch(i, n)
+    with model.estimating(precision):
+        log_weights = None
+        if compiled:
+            log_weights = first_call_or_eager(compiled_log_weights(model), model.log_weights)
+        for i, (x, _) in enumerate(batches, 1):
+            x = x.to(model.device)
+            out = model.losses(x)
+            b = len(x)
+            sums["neg_elbo"] += out["loss"].item() * b
+            sums["recon"] += out["recon"].item() * b
+            sums["kl"] += out["kl"].item() * b
+            iw = iw_log_likelihood(model, x, iw_samples, max_decodes, precision, log_weights)
+            sums["iw_nll"] += -iw.sum().item()
+            for layer, mu in model.codes(x).items():
+                codes.setdefault(layer, []).append(mu.float().cpu())
+            n += b
+            if after_batch is not None:
+                after_batch(i, n)
     layers = {layer: active_units(torch.cat(mus)) for layer, mus in codes.items()}
     result = {
         **{k: v / n for k, v in sums.items()},
@@ -128,7 +166,10 @@ def table(result: dict) -> str:
         ("  reconstruction", f"{result['recon']:.2f}"),
         ("  KL", f"{result['kl']:.2f}"),
         (f"-log p(x), IW k={k}", f"{result['iw_nll']:.2f} nats/image" + bits(result, "iw_bpd")),
-        ("  networks in", result.get("precision", "32-true")),
+        (
+            "  networks in",
+            result.get("precision", "32-true") + (", compiled" if result.get("compiled") else ""),
+        ),
         (
             "active units",
             (
@@ -162,6 +203,9 @@ def run(cfg: DictConfig) -> dict:
     precision = check_choice("eval.precision", cfg.eval.get("precision"), ("auto", *PRECISIONS))
     if precision == "auto":  # as training's default: bf16 where this CPU computes it natively
         precision = auto_precision("cpu" if device.type == "cpu" else "gpu")
+    compile_setting = cfg.eval.get("compile", "auto")
+    if compile_setting not in ("auto", True, False):
+        raise SettingError("eval.compile", compile_setting, "is not one of auto, true, false")
     ckpt_path = Path(str(cfg.ckpt_path)).expanduser()
     model, config = load_model(
         ckpt_path, map_location=str(device), overrides=requested_overrides(cfg)
@@ -180,11 +224,13 @@ def run(cfg: DictConfig) -> dict:
     with settings_of("data"):
         datamodule.prepare_data()
     batches = datamodule.loader(cfg.eval.split, batch_size=cfg.eval.batch_size)
+    decodes = len(batches) * cfg.eval.batch_size * iw_samples  # the images' IW decoder passes
+    compiled = compile_setting is True or (compile_setting == "auto" and decodes >= COMPILE_FROM)
     print(
         f"evaluating {ckpt_path} on the {cfg.eval.split} set ({len(batches)} batches of "
         f"{cfg.eval.batch_size}): the negative ELBO, -log p(x) by importance weighting with "
-        f"k={iw_samples} (k decoder passes per image, its networks in {precision}) and the active "
-        f"units, on {device}",
+        f"k={iw_samples} (k decoder passes per image, its networks in {precision}"
+        f"{', compiled' if compiled else ''}) and the active units, on {device}",
         file=sys.stderr,
         flush=True,
     )
@@ -195,6 +241,7 @@ def run(cfg: DictConfig) -> dict:
         cfg.eval.max_decodes,
         after_batch=progress(len(batches)),
         precision=precision,
+        compiled=compiled,
     )
     data = config["data"]
     result.update(
@@ -205,6 +252,7 @@ def run(cfg: DictConfig) -> dict:
         model=type(model).__name__,
         likelihood=type(model.likelihood).__name__,
         precision=precision,
+        compiled=compiled,
         wall_time_s=time.perf_counter() - start,
     )
     if model.likelihood.discrete:  # bits per dimension, as papers on 8-bit images report

@@ -33,7 +33,8 @@ schedule, optimizer and scheduler wiring, the run's config in checkpoints, and
 import inspect
 import math
 import os
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import lightning as L
 import torch
@@ -43,6 +44,7 @@ from torchmetrics import MeanMetric
 from vae_lightning.errors import SettingError, check_bool, check_choice, check_float, check_int
 from vae_lightning.models.components import build, load_class, plain
 from vae_lightning.models.likelihoods import Likelihood, bits_per_dim, per_channel_range
+from vae_lightning.models.numerics import logsumexp
 from vae_lightning.models.priors.base import Prior
 
 STAGES, TERMS = ("train", "val", "test"), ("loss", "recon", "kl")
@@ -93,7 +95,7 @@ def iw_bound(
     k = log_px_z.shape[0]
 
     def negative_bound(weight: float) -> torch.Tensor:
-        return -(torch.logsumexp(log_px_z + weight * log_ratio, dim=0) - math.log(k)).mean()
+        return -(logsumexp(log_px_z + weight * log_ratio, dim=0) - math.log(k)).mean()
 
     iw_loss = negative_bound(1.0)
     recon, kl = -log_px_z.mean(), -log_ratio.mean()
@@ -235,6 +237,18 @@ class BaseVAE(L.LightningModule):
         if self.decoding_precision == "bf16-mixed":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
+
+    @contextmanager
+    def estimating(self, precision: str = "32-true") -> Iterator[None]:
+        """The context of many ``log_weights`` calls with the weights fixed (eval's IW estimate):
+        no gradients, the decoder in ``precision``, and the prior's parts that depend on the
+        weights computed once (``Prior.fixed``)."""
+        before, self.decoding_precision = self.decoding_precision, precision
+        try:
+            with torch.no_grad(), self.prior.fixed(self.encode_gaussian):
+                yield
+        finally:
+            self.decoding_precision = before
 
     def log_weights(self, x: torch.Tensor, n: int) -> torch.Tensor:
         """log p(x, z_i) - log q(z_i | x) for n fresh draws per image, (n, B)."""

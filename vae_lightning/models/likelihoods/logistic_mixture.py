@@ -14,6 +14,7 @@ import torch
 from vae_lightning.errors import check_float, check_int
 from vae_lightning.models.likelihoods.base import Likelihood
 from vae_lightning.models.likelihoods.discretized_logistic import bin_log_prob
+from vae_lightning.models.numerics import logsumexp
 
 
 class LogisticMixture(Likelihood):
@@ -59,7 +60,7 @@ class LogisticMixture(Likelihood):
         level = torch.round(u * top).clamp(0, top)
         means = self.shifted(means, coeffs, level / top)
         per_component = bin_log_prob(level, means, log_scales, self.pixel_levels).sum(2)
-        return torch.logsumexp(torch.log_softmax(logits, dim=1) + per_component, dim=1)
+        return logsumexp(torch.log_softmax(logits, dim=1) + per_component, dim=1)
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         logits, means, _, coeffs = self.split(out)

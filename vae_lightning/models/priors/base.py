@@ -11,15 +11,20 @@ Gaussian posterior (mu, logvar) of that layer, which a prior built from the post
     kl_dims(mu, logvar)          (B, D) analytic KL(N(mu, exp(logvar)) || p) per latent dim, or None
                                  when p has none (the model then uses the Monte Carlo estimate
                                  log q(z|x) - log p(z))
+    fixed(encode)                a context in which log_prob may reuse what it computes from the
+                                 model's weights (eval's IW estimate: thousands of calls, no
+                                 training step between them); by default it changes nothing
 """
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from vae_lightning.errors import check_int
+from vae_lightning.models.numerics import logsumexp
 
 Encode = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 LOG_2PI = math.log(2 * math.pi)
@@ -47,6 +52,10 @@ class Prior(nn.Module):
     def kl_dims(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor | None:
         return None
 
+    @contextmanager
+    def fixed(self, encode: Encode) -> Iterator[None]:
+        yield
+
 
 def gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """log N(z; mu, diag exp(logvar)) summed over the last dim."""
@@ -59,11 +68,27 @@ class MixturePrior(Prior):
     matrix products (no (N, K, D) tensor), so it scales to K = 500 components over the thousands of
     draws of an importance-weighted estimate."""
 
+    _fixed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
     def components(self, encode: Encode) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    @contextmanager
+    def fixed(self, encode: Encode) -> Iterator[None]:
+        """The components computed once for every log_prob inside (the VampPrior encodes its
+        500 pseudo-inputs once instead of once per chunk of draws)."""
+        if self._fixed is not None:  # already inside
+            yield
+            return
+        with torch.no_grad():
+            self._fixed = tuple(t.float() for t in self.components(encode))
+        try:
+            yield
+        finally:
+            self._fixed = None
+
     def log_prob(self, z: torch.Tensor, encode: Encode) -> torch.Tensor:
-        logits, mu, logvar = (t.float() for t in self.components(encode))
+        logits, mu, logvar = self._fixed or (t.float() for t in self.components(encode))
         flat = z.float().reshape(-1, z.shape[-1])  # (N, D)
         precision = torch.exp(-logvar)  # (K, D)
         # sum_d (z_d - mu_kd)^2 / var_kd  =  z^2 . prec_k  -  2 z . (mu_k prec_k)
@@ -75,7 +100,7 @@ class MixturePrior(Prior):
         )
         # (N, K)
         log_normal = -0.5 * (quadratic.clamp(min=0) + logvar.sum(1) + z.shape[-1] * LOG_2PI)
-        log_p = torch.logsumexp(log_normal + torch.log_softmax(logits, 0), dim=1)
+        log_p = logsumexp(log_normal + torch.log_softmax(logits, 0), dim=1)
         return log_p.reshape(z.shape[:-1])
 
     def sample(
