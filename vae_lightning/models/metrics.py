@@ -34,7 +34,7 @@ def iw_log_mean_exp(
 
 PRECISIONS = ("32-true", "bf16-mixed")
 # eval.compile=auto compiles the IW pass from this many decoder passes (images x k) on: a compile
-# takes 5-20 s on the 2-core CPU here and then saves 2-5 microseconds per pass (README, Evaluation)
+# takes 2-20 s on the 2-core CPU here and then saves 2-5 microseconds per pass (README, Evaluation)
 COMPILE_FROM = 5_000_000
 
 
