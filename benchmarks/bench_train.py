@@ -2,7 +2,7 @@
 vae_lightning.
 
     python benchmarks/bench_train.py [--data ../shared/data] [--epochs 5] [--quick]
-        [--rows a,b,...] [--device cuda]
+        [--rows a,b,...] [--repeat N] [--device cuda]
 
 Every configuration trains the same 784-512-256-20 VAE (BCE, Adam 1e-3) on Fashion-MNIST (60k
 images, MNIST format) for a warm-up epoch plus timed epochs; the table reports the median seconds
@@ -30,7 +30,7 @@ from torchvision import datasets, transforms
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vae_lightning.callbacks.threads import flush_denormals  # noqa: E402
+from vae_lightning.callbacks.threads import CpuThreads, flush_denormals  # noqa: E402
 from vae_lightning.data.in_memory import normalize  # noqa: E402
 from vae_lightning.data.mnist import MNISTDataModule  # noqa: E402
 from vae_lightning.models import VAE  # noqa: E402
@@ -38,7 +38,7 @@ from vae_lightning.resolvers import register_resolvers  # noqa: E402
 from vae_lightning.runs.build import build_run  # noqa: E402
 
 SEED = 42
-NAME_WIDTH = 66
+NAME_WIDTH = 74  # the longest label with " [run N]"
 
 
 class PeakMemory:
@@ -166,6 +166,45 @@ def plain_loop(
         sync(device)
         times.append(time.perf_counter() - start)
     return times, val_loss(module, val_images, device), len(images)
+
+
+def lightning_floor(args, device, dm: MNISTDataModule, batch_size=64):
+    """(b') The plain bf16 loop's work inside Lightning's Trainer and nothing else: a bare
+    LightningModule whose training step is the VAE's loss, the template's batches (batch 64 for
+    training, 1000 for validation, every epoch), bf16-mixed, fused Adam; no logger, checkpoint,
+    progress bar, metric or callback beyond the thread setting (which keeps torch's Adam from
+    loading NVML at every step). What any template built on Lightning's training loop pays at
+    least."""
+
+    class Bare(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.vae = fresh_module()
+
+        def training_step(self, batch, batch_idx):
+            return self.vae.losses(batch[0])["loss"]
+
+        def validation_step(self, batch, batch_idx):
+            self.vae.losses(batch[0])
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-3, fused=True)
+
+    module, timer = Bare(), EpochTimer()
+    trainer = L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        precision="bf16-mixed",
+        max_epochs=args.epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[CpuThreads(), timer],
+    )
+    trainer.fit(module, datamodule=dm)
+    return timer.times, val_loss(module.vae, dm.split("val")[0], device), len(dm.split("train")[0])
 
 
 def pythae_loop(args, device, dm: MNISTDataModule):
@@ -341,11 +380,31 @@ QUICK = (
     "tutorial",
     "plain",
     "plain_bf16_val",
+    "lightning_floor",
     "lightning_val_off",
     "lightning_val_on",
     "default_command",
     "default_command_fp32",
     "pythae",
+)
+
+
+# (printed as, numerator row, denominator row): the overheads the README reports
+RATIOS = (
+    # the default command's overhead over a careful loop of its precision that also validates
+    (
+        "default command / plain bf16 loop that validates every epoch",
+        "default_command",
+        "plain_bf16_val",
+    ),
+    # how much of it is Lightning's own loop, and how much the template's
+    (
+        "Lightning's bare loop / plain bf16 loop that validates every epoch",
+        "lightning_floor",
+        "plain_bf16_val",
+    ),
+    ("default command / Lightning's bare loop", "default_command", "lightning_floor"),
+    ("default command / pythae's trainer (epoch time)", "default_command", "pythae"),
 )
 
 
@@ -364,6 +423,10 @@ def bench_rows(args, device, dm) -> dict:
         "plain_bf16_val": (
             "(b) plain loop, bs 64, autocast bf16, validates every epoch",
             lambda: plain_loop(args, device, 64, dm, torch.bfloat16, validate=True),
+        ),
+        "lightning_floor": (
+            "(b') the same in Lightning's Trainer, nothing else (bare module)",
+            lambda: lightning_floor(args, device, dm),
         ),
         "lightning_val_off": (
             "(c) vae_lightning, bs 64, val off",
@@ -441,7 +504,15 @@ def main():
     p.add_argument(
         "--rows", default="", help="comma-separated row keys (default: all; (a) always runs first)"
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the chosen rows this many times in turn; ratios: the median over the runs",
+    )
     args = p.parse_args()
+    if args.repeat < 1:
+        p.error(f"--repeat {args.repeat}: must be 1 or more")
     # every row, as the training entry point does: denormal floats count as 0 (set before any
     # torch work, since the worker threads copy the setting when they start)
     flush_denormals()
@@ -451,7 +522,7 @@ def main():
     device = torch.device(args.device)
     dm = MNISTDataModule(name="fashion_mnist", root=args.data, download=False)
     cpu = (
-        open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": ")
+        open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(" \t:")
         if device.type == "cpu"
         else ""
     )
@@ -479,29 +550,38 @@ def main():
     if unknown:
         p.error(f"--rows: unknown {', '.join(unknown)}; known: {', '.join(rows)}")
     results, a = [], None
-    # (a) first: the others are ratios to it
-    for key in ["tutorial", *[k for k in chosen if k != "tutorial"]]:
-        label, fn = rows[key]
-        try:
-            row = measure(label, fn, device, results, a)
-        except ModuleNotFoundError as e:  # an optional bench dependency
-            skipped = f"skipped: {e.name} is not installed (pip install {e.name})"
-            print(f"| {label:<{NAME_WIDTH}} | {skipped}")
-            continue
-        row["key"] = key
-        a = a or row["sec_per_epoch"]
-    by_key = {row["key"]: row["sec_per_epoch"] for row in results}
-    if "default_command" in by_key and "plain_bf16_val" in by_key:
-        # the default command's overhead over a careful loop of its precision that also validates
-        print(
-            "\ndefault command / plain bf16 loop that validates every epoch: "
-            f"{by_key['default_command'] / by_key['plain_bf16_val']:.3f}"
-        )
-    if "default_command" in by_key and "pythae" in by_key:
-        print(
-            "default command / pythae's trainer (epoch time): "
-            f"{by_key['default_command'] / by_key['pythae']:.3f}"
-        )
+    # (a) first: the others are ratios to it; with --repeat the chosen rows run again in turn
+    for rep in range(args.repeat):
+        keys = [k for k in chosen if k != "tutorial"]
+        for key in ["tutorial", *keys] if rep == 0 else keys:
+            label, fn = rows[key]
+            if args.repeat > 1:
+                label = f"{label} [run {rep + 1}]"
+            try:
+                row = measure(label, fn, device, results, a)
+            except ModuleNotFoundError as e:  # an optional bench dependency
+                skipped = f"skipped: {e.name} is not installed (pip install {e.name})"
+                print(f"| {label:<{NAME_WIDTH}} | {skipped}")
+                continue
+            row["key"], row["repeat"] = key, rep
+            a = a or row["sec_per_epoch"]
+    print()
+    for what, num, den in RATIOS:
+        pairs = [
+            by_key[num] / by_key[den]
+            for by_key in (
+                {r["key"]: r["sec_per_epoch"] for r in results if r["repeat"] == rep}
+                for rep in range(args.repeat)
+            )
+            if num in by_key and den in by_key
+        ]
+        if pairs:
+            spread = (
+                f" (median of {len(pairs)} runs in turn, {min(pairs):.3f}-{max(pairs):.3f})"
+                if len(pairs) > 1
+                else ""
+            )
+            print(f"{what}{spread}: {statistics.median(pairs):.3f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(

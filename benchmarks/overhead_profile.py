@@ -1,6 +1,7 @@
 """Where the default command's time above a careful plain loop goes: the default command of
-``make bench`` (row (d)) with one part of it switched off at a time, then all of them, beside the
-plain bf16 loop that validates every epoch; one process, one configuration after another.
+``make bench`` (row (d)) with one part of it switched off at a time (cumulatively), then all of
+them, beside the plain bf16 loop that validates every epoch and Lightning's bare loop (row (b'));
+one process, one configuration after another.
 
     python benchmarks/overhead_profile.py [--data ../shared/data] [--epochs 4] [--cprofile 30]
 
@@ -26,6 +27,7 @@ PARTS = {  # one part of the default command each, as overrides that switch it o
     "latent activity": ["~callbacks.latent_activity"],
     "checkpoints": ["~callbacks.model_checkpoint", "~callbacks.interrupt_checkpoint"],
     "divergence guard": ["~callbacks.divergence_guard"],
+    "HParams table + latent embedding": ["~callbacks.hparams", "~callbacks.latent_embedding"],
     "TensorBoard logger (csv instead)": ["logger=csv"],
 }
 
@@ -63,6 +65,8 @@ def main():
 
     plain = median(bench.plain_loop(args, device, 64, dm, torch.bfloat16, validate=True)[0])
     print(f"| plain bf16 loop that validates every epoch | {plain:6.2f} | |", flush=True)
+    floor = median(bench.lightning_floor(args, device, dm)[0])
+    print(f"| Lightning's bare loop (row (b')) | {floor:6.2f} | ratio {floor / plain:.3f} |")
     default = median(bench.lightning_run(args, device, 64, True, default_command=True)[0])
     print(f"| default command | {default:6.2f} | ratio {default / plain:.3f} |", flush=True)
     every = []
@@ -73,7 +77,11 @@ def main():
         )
         print(f"| without the {part} | {sec:6.2f} | saves {default - sec:+.2f} |", flush=True)
     sec = median(bench.lightning_run(args, device, 64, True, *every, default_command=True)[0])
-    print(f"| without all of them | {sec:6.2f} | ratio {sec / plain:.3f} |", flush=True)
+    print(
+        f"| without all of them | {sec:6.2f} | ratio {sec / plain:.3f}, "
+        f"{sec / floor:.3f} of the bare loop |",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

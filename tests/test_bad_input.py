@@ -116,6 +116,7 @@ def table(tiny_mnist: Path, tmp: Path, ckpt: Path) -> dict[str, tuple[str, list[
         "adamw eps=-1": (TRAIN, [root, "optimizer=adamw", "optimizer.eps=-1"], "optimizer.eps=-1 is refused: Invalid epsilon value: -1", pre),
         "batch_size=0": (TRAIN, [root, "data.batch_size=0"], "data.batch_size=0 must be >= 1, e.g. data.batch_size=64", pre),
         "batch_size=1.5": (TRAIN, [root, "data.batch_size=1.5"], "data.batch_size=1.5 must be an integer >= 1", pre),
+        "eval_batch_size=0": (TRAIN, [root, "data.eval_batch_size=0"], "data.eval_batch_size=0 must be >= 1 (or null), e.g. data.eval_batch_size=1000", pre),
         "val_size=0": (TRAIN, [root, "data.val_size=0"], "data.val_size=0 must be >= 1", pre),
         "val_size too big": (TRAIN, [root, "data.val_size=600"], "data.val_size=600 must lie between 1 and 599", run),
         "std=0": (TRAIN, [root, "data.std=0"], "data.std=0 must be > 0, e.g. data.std=1", pre),

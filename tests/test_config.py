@@ -168,7 +168,7 @@ def test_a_setting_the_network_does_not_take_is_named_with_its_fix():
         (
             "callbacks/progress_bar=rich",
             "callbacks.progress_bar._target_",
-            "lightning.pytorch.callbacks.RichProgressBar",
+            "vae_lightning.callbacks.progress.RichProgressBar",
         ),
         (
             "callbacks/progress_bar=tqdm",
@@ -183,7 +183,8 @@ def test_debug_presets_and_optional_callbacks_compose(override, key, value):
     assert "early_stopping" not in cfg_with().callbacks  # off by default
     # Rich, redrawn every 20 steps rather than Lightning's every step
     bar = cfg_with().callbacks.progress_bar
-    assert bar._target_ == "lightning.pytorch.callbacks.RichProgressBar" and bar.refresh_rate == 20
+    assert bar._target_ == "vae_lightning.callbacks.progress.RichProgressBar"
+    assert bar.refresh_rate == 20
     check_config(cfg)
 
 

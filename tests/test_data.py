@@ -65,6 +65,20 @@ def test_batches_are_normalized_floats_covering_every_sample_once(tiny_mnist):
     assert torch.allclose(seen.sum(0), raw.sum(0), atol=1e-3)  # a permutation of the training set
 
 
+def test_validation_and_test_come_in_batches_of_eval_batch_size(tiny_mnist):
+    dm = MNISTDataModule(root=str(tiny_mnist), val_size=100, batch_size=32, download=False)
+    assert dm.eval_batch_size == 1000  # the default: 5000 validation images in 5 steps, not 79
+    assert [len(x) for x, _ in dm.val_dataloader()] == [100]
+    assert [len(x) for x, _ in dm.test_dataloader()] == [200]
+    dm = MNISTDataModule(
+        root=str(tiny_mnist), val_size=100, batch_size=32, eval_batch_size=None, download=False
+    )
+    assert [len(x) for x, _ in dm.val_dataloader()] == [32, 32, 32, 4]  # null: batch_size
+    assert len(dm.train_dataloader()) == 16  # training is not affected
+    with pytest.raises(UserError, match=r"^eval_batch_size=0 must be >= 1 \(or null\)"):
+        MNISTDataModule(root=str(tiny_mnist), eval_batch_size=0, download=False)
+
+
 def test_shuffle_changes_per_epoch_and_repeats_for_the_same_epoch():
     loader = index_loader(100, 10, shuffle=True, seed=1)
     sampler = loader.batch_sampler.sampler  # Lightning calls its set_epoch at each epoch's start

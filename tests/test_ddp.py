@@ -37,6 +37,11 @@ def test_batch_size_is_global_and_must_divide(tiny_mnist):
     dm.batch_size = 33
     with pytest.raises(UserError, match="data.batch_size=33 .* must divide by the 2 devices"):
         dm.train_dataloader()
+    # validation and test have their own global batch, split the same way
+    assert dm.val_dataloader().batch_sampler.batch_size == 500
+    dm.eval_batch_size = 999
+    with pytest.raises(UserError, match="data.eval_batch_size=999 .* must divide by the 2 devices"):
+        dm.test_dataloader()
 
 
 def test_two_cpu_processes_train_into_one_run_folder(tiny_mnist, tmp_path):

@@ -189,4 +189,4 @@ def test_epoch_metric_is_the_per_image_mean_with_a_short_last_batch():
         torch.manual_seed(1)
         module._step("val", (x, None))
     expected = (16 * losses[0] + 2 * losses[1]) / 18
-    assert abs(module.metrics["val_loss"].compute().item() - expected) < 1e-3
+    assert abs(module.metrics["val_terms"].compute()["loss"].item() - expected) < 1e-3

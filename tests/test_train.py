@@ -1,12 +1,15 @@
 """The real entry point end to end: a short run's folder, TensorBoard content, learning,
 reproducibility."""
 
+import io
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import REAL_DATA, TINY, run_train
@@ -148,6 +151,18 @@ def test_tensorboard_has_every_scalar_and_image_for_every_epoch(tiny_run):
     assert (sample.width, sample.height) == (4 * 30 + 2, 4 * 30 + 2)
     recon = acc.Images("val/reconstructions")[0]
     assert (recon.width, recon.height) == (16 * 30 + 2, 2 * 30 + 2)  # inputs above reconstructions
+    # each PNG file is its epoch's TensorBoard image (which truncates to 8 bits where the file
+    # rounds), grey for grey images
+    for tag, name in (("train/samples", "samples"), ("val/reconstructions", "reconstructions")):
+        for epoch, event in enumerate(acc.Images(tag)):
+            png = Image.open(tiny_run / "images" / f"{name}_epoch{epoch:03d}.png")
+            shown = Image.open(io.BytesIO(event.encoded_image_string))
+            assert png.mode == "L" and shown.mode == "RGB"
+            assert png.size == shown.size == (event.width, event.height)
+            grey = np.array(png).astype(int)
+            red, green, blue = np.array(shown).astype(int).transpose(2, 0, 1)
+            assert np.array_equal(red, green) and np.array_equal(red, blue)
+            assert np.abs(grey - red).max() <= 1 and 0 < grey.mean() < 255  # and not blank
 
 
 def test_hparams_dashboard_gets_the_runs_settings_without_paths(tiny_run):
@@ -341,3 +356,18 @@ def test_a_training_start_builds_each_component_once(tiny_mnist, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     built = [line.split()[0] for line in counts.read_text().splitlines()]
     assert sorted(built) == ["callback", "data", "net"], built
+
+
+@pytest.mark.parametrize("refresh_rate, expected", [(20, [20, 40, 45]), (1, list(range(1, 46)))])
+def test_the_progress_bar_works_only_on_the_steps_it_redraws(monkeypatch, refresh_rate, expected):
+    from lightning.pytorch.callbacks import RichProgressBar as LightningBar
+
+    from vae_lightning.callbacks.progress import RichProgressBar
+
+    done = []  # the steps after which Lightning's bar updated its task, metrics and display
+    monkeypatch.setattr(LightningBar, "on_train_batch_end", lambda self, *a: done.append(a[-1] + 1))
+    monkeypatch.setattr(RichProgressBar, "total_train_batches", property(lambda self: 45))
+    bar = RichProgressBar(refresh_rate=refresh_rate)
+    for batch_idx in range(45):
+        bar.on_train_batch_end(None, None, None, None, batch_idx)
+    assert done == expected  # every 20th and the epoch's last: what it shows is never stale

@@ -3,6 +3,7 @@ SIGTERM (also when the run's ranks train in processes of their own: ``stops_reac
 
 import contextlib
 import logging
+import math
 import os
 import shlex
 import signal
@@ -69,7 +70,7 @@ class DivergenceGuard(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step % self.check_every_n_steps == 0 or trainer.is_last_batch:
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-            if loss is not None and not torch.isfinite(loss).item():
+            if loss is not None and not math.isfinite(loss.item()):  # one read, no torch op
                 first = trainer.global_step <= 1 and trainer.current_epoch == 0 and batch_idx == 0
                 self._stop(trainer, f"train/loss is {loss.item()}", before_any_update=first)
 

@@ -163,6 +163,10 @@ class InMemoryImageDataModule(ImageDataModule):
     pixels are drawn as Bernoulli(grey level) each time a batch is served; val and test are
     binarized once, with a fixed seed, when the data is set up. ``on_device``: keep the data on the
     accelerator (None: whenever training runs on one), so a step needs no host-to-device copy.
+    ``eval_batch_size``: the global batch of validation and test (None: ``batch_size``). Their
+    epoch values are per-image means over the split whatever the batch (only the draws of z may
+    fall differently); validating the default command's 5000 images took 0.23 s in batches of 64
+    and 0.06 s in batches of 1000 here.
     """
 
     def __init__(
@@ -175,10 +179,14 @@ class InMemoryImageDataModule(ImageDataModule):
         seed: int = 0,
         binarize: bool = False,
         on_device: bool | None = None,
+        eval_batch_size: int | None = 1000,
     ) -> None:
         super().__init__()
         self.root = str(root)
         self.batch_size = check_int("batch_size", batch_size, low=1, example=64)
+        if eval_batch_size is not None:
+            check_int("eval_batch_size", eval_batch_size, low=1, example=1000, note=" (or null)")
+        self.eval_batch_size = eval_batch_size
         self.val_size = check_int("val_size", val_size, low=1, example=5000)
         channels = self.image_shape[0]
         self.mean = per_channel("mean", mean, channels)
@@ -302,10 +310,11 @@ class InMemoryImageDataModule(ImageDataModule):
         batches_done: Callable[[], int] | None = None,
     ) -> BatchLoader:
         rank, world = self._rank_and_world()
+        key = "batch_size" if split == "train" or batch_size is None else "eval_batch_size"
         batch_size = self.batch_size if batch_size is None else batch_size
         if batch_size % world:
             raise UserError(
-                f"data.batch_size={batch_size} is the global batch and must divide by the "
+                f"data.{key}={batch_size} is the global batch and must divide by the "
                 f"{world} devices: use a multiple of {world}"
             )
         return BatchLoader(
@@ -333,7 +342,7 @@ class InMemoryImageDataModule(ImageDataModule):
         return self.loader("train", shuffle=not overfit, batches_done=self._train_batches_done)
 
     def val_dataloader(self) -> BatchLoader:
-        return self.loader("val")
+        return self.loader("val", batch_size=self.eval_batch_size)
 
     def test_dataloader(self) -> BatchLoader:
-        return self.loader("test")
+        return self.loader("test", batch_size=self.eval_batch_size)

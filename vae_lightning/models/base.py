@@ -39,13 +39,13 @@ from contextlib import contextmanager, nullcontext
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MeanMetric
 
 from vae_lightning.errors import SettingError, check_bool, check_choice, check_float, check_int
 from vae_lightning.models.components import build, load_class, plain
 from vae_lightning.models.likelihoods import Likelihood, bits_per_dim, per_channel_range
 from vae_lightning.models.numerics import logsumexp
 from vae_lightning.models.priors.base import Prior
+from vae_lightning.models.term_means import TermMeans
 
 STAGES, TERMS = ("train", "val", "test"), ("loss", "recon", "kl")
 # what the gradient follows in training, logged when it differs from the ELBO
@@ -169,11 +169,10 @@ class BaseVAE(L.LightningModule):
             pixel_levels=pixel_levels,
         )
         self.run_config: dict | None = None  # the composed Hydra config, saved into checkpoints
-        # nan_strategy="disable": no host sync per step; divergence is caught on the loss itself.
-        names = [f"{s}_{t}" for s in STAGES for t in (*TERMS, *self.extra_terms)] + [
-            f"train_{OBJECTIVE}"
-        ]
-        self.metrics = nn.ModuleDict({name: MeanMetric(nan_strategy="disable") for name in names})
+        terms = (*TERMS, *self.extra_terms)
+        self.metrics = nn.ModuleDict(  # "<stage>_terms" (a key "train" would shadow .train())
+            {f"{s}_terms": TermMeans(terms + ((OBJECTIVE,) * (s == "train"))) for s in STAGES}
+        )
         self._compiled_losses = None  # model.compile=true: the compiled training pass
 
     # what a model implements ------------------------------------------------------------------
@@ -291,10 +290,8 @@ class BaseVAE(L.LightningModule):
     def _step(self, stage: str, batch, kl_weight: float | None = None) -> dict[str, torch.Tensor]:
         x, _ = batch
         out = (self._compiled_losses or self.losses)(x, kl_weight)
-        for term in self.logged_terms(stage):
-            # one entry per image, so the epoch value is the per-image mean even when the last batch
-            # is short (MeanMetric drops ``weight`` under nan_strategy="disable", torchmetrics 1.9)
-            self.metrics[f"{stage}_{term}"].update(out[term].detach().expand(x.shape[0]))
+        # weighted by the batch's images: a per-image mean even when the last batch is short
+        self.metrics[f"{stage}_terms"].update(out, x.shape[0])
         return out
 
     def _log_epoch(self, stage: str) -> None:
@@ -304,15 +301,16 @@ class BaseVAE(L.LightningModule):
         The loggers file them at ``epoch_step`` (Lightning's ``step`` key), where the callbacks put
         the epoch's images and histograms: one x-axis, also after a resume in mid-epoch, and no
         ``epoch`` scalar of Lightning's in front of the losses."""
-        for term in self.logged_terms(stage):
-            metric = self.metrics[f"{stage}_{term}"]
-            if metric.update_count:
-                value = metric.compute()
+        metric = self.metrics[f"{stage}_terms"]
+        if metric.update_count:
+            means = metric.compute()
+            for term in self.logged_terms(stage):
+                value = means[term]
                 self.log(f"{stage}/{term}", value, prog_bar=term == "loss", sync_dist=True)
                 if term == "loss" and self.likelihood.discrete:  # the unit papers report
                     bits = bits_per_dim(value, self.input_shape)
                     self.log(f"{stage}/bpd", bits, sync_dist=True)
-            metric.reset()
+        metric.reset()
         self.log("step", float(epoch_step(self.trainer)))
 
     def on_train_epoch_start(self) -> None:
