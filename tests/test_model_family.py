@@ -167,6 +167,23 @@ def test_every_model_iw_estimate_bounds_its_elbo_and_tightens_with_k(name):
     assert loss == pytest.approx(-elbo, rel=0.01)  # */loss is the negative ELBO for every model
 
 
+@pytest.mark.parametrize("name", ["hvae", "two_level"])
+def test_a_model_that_only_gives_its_log_weights_trains_on_their_monte_carlo_elbo(name):
+    model = MODELS[name]()
+    assert type(model).losses is BaseVAE.losses  # the base's: nothing else to write
+    x = binary_images(16)
+    torch.manual_seed(3)
+    log_px_z, log_ratio = model.log_weight_terms(x, 1)
+    torch.manual_seed(3)  # the same draws
+    out = model.losses(x, kl_weight=0.25)
+    assert out["recon"].item() == pytest.approx(-log_px_z.mean().item(), rel=1e-6)
+    assert out["kl"].item() == pytest.approx(-log_ratio.mean().item(), rel=1e-6)
+    assert out["loss"].item() == pytest.approx((out["recon"] + out["kl"]).item(), rel=1e-6)
+    assert out["objective"].item() == pytest.approx(
+        (out["recon"] + 0.25 * out["kl"]).item(), rel=1e-6
+    )
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_gradients_reach_every_layer_of_every_model(name):
     torch.manual_seed(0)

@@ -11,7 +11,8 @@ What a model implements:
                                recon, kl, objective (what the gradient follows), the ``extra_terms``
                                it declares, and optionally kl_dims (KL per latent dim) and, outside
                                training, codes (as ``codes``, when they come for free; else
-                               validation calls ``codes``)
+                               validation calls ``codes``). The base's: the ELBO by Monte Carlo on
+                               one draw of ``log_weight_terms`` (hvae.py, two_level.py use it)
     codes(x)                   {layer name: posterior means (B, D_layer)}, the top layer last
     encode_gaussian(x)         (mu, logvar) of the top layer's Gaussian posterior (the VampPrior
                                encodes with it)
@@ -183,7 +184,12 @@ class BaseVAE(L.LightningModule):
         raise NotImplementedError
 
     def losses(self, x: torch.Tensor, kl_weight: float | None = None) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """The ELBO by Monte Carlo on one draw of every stochastic layer (``log_weight_terms``
+        with n = 1); a model with analytic KL terms or another objective overrides it."""
+        beta = self.hparams.kl_weight if kl_weight is None else kl_weight
+        log_px_z, log_ratio = self.log_weight_terms(x, 1)
+        recon, kl = -log_px_z.mean(), -log_ratio.mean()
+        return {"loss": recon + kl, "recon": recon, "kl": kl, OBJECTIVE: recon + beta * kl}
 
     def codes(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError

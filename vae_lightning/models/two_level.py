@@ -128,9 +128,3 @@ class TwoLevelVAE(BaseVAE):
             out = self.logits(z1.reshape(n * b, -1), z2.reshape(n * b, -1))
         log_px_z = -self.likelihood.nll(out, xs).view(n, b)
         return log_px_z, log_p - log_q - lq1
-
-    def losses(self, x, kl_weight=None):
-        beta = self.hparams.kl_weight if kl_weight is None else kl_weight
-        log_px_z, log_ratio = self.log_weight_terms(x, 1)
-        recon, kl = -log_px_z.mean(), -log_ratio.mean()
-        return {"loss": recon + kl, "recon": recon, "kl": kl, "objective": recon + beta * kl}
