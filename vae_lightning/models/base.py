@@ -236,9 +236,10 @@ class BaseVAE(L.LightningModule):
     decoding_precision = "32-true"
 
     def decoding(self):
-        """The context a model runs its decoder to the likelihood's outputs in (``log_weights``):
-        bf16 matrix products under ``decoding_precision=bf16-mixed``; the likelihood and every
-        density (prior, posterior, the latent layers' own) stay float32."""
+        """The context a model runs its decoder to the likelihood's outputs in (``log_weights``),
+        and any other network it runs once per draw (two_level.py: its latent layers): bf16
+        matrix products under ``decoding_precision=bf16-mixed``; the draws, the likelihood and
+        every density (prior, posterior, the latent layers' own) stay float32."""
         if self.decoding_precision == "bf16-mixed":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()

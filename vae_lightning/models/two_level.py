@@ -117,9 +117,12 @@ class TwoLevelVAE(BaseVAE):
     def log_weight_terms(self, x, n):
         b, flat = len(x), x.flatten(1)
         z2, log_q = gaussian_rsample(*self.q_z2(flat), n)  # (n, B, d2), fp32
-        z1, lq1 = gaussian_rsample(*self.q_z1_heads(self.q_z1(flat, z2)))  # one per z_2 draw
-        z1 = z1.float()
-        mu1, logvar1 = self.p_z1(z2)
+        # the networks run once per draw of z_2 (half of the matrix products of a draw) go in the
+        # decoding precision too; the draw of z_1 and every density stay float32
+        with self.decoding():
+            mu1_q, logvar1_q = self.q_z1_heads(self.q_z1(flat, z2))
+            mu1, logvar1 = self.p_z1(z2)
+        z1, lq1 = gaussian_rsample(mu1_q.float(), logvar1_q.float())  # one per z_2 draw
         log_p = self.prior.log_prob(z2, self.encode_gaussian) + gaussian_log_prob(
             z1, mu1.float(), logvar1.float()
         )
