@@ -87,6 +87,15 @@ def epoch_step(trainer: L.Trainer) -> int:
     return max(trainer.global_step - 1, 0)
 
 
+def elbo_terms(
+    log_px_z: torch.Tensor, log_ratio: torch.Tensor, beta: float = 1.0
+) -> dict[str, torch.Tensor]:
+    """The Monte Carlo ELBO over the draws of ``log_weight_terms``, (n, B) each: loss (its
+    negative), recon, kl, and the objective with the KL weighted by ``beta``."""
+    recon, kl = -log_px_z.mean(), -log_ratio.mean()
+    return {"loss": recon + kl, "recon": recon, "kl": kl, OBJECTIVE: recon + beta * kl}
+
+
 def iw_bound(
     log_px_z: torch.Tensor, log_ratio: torch.Tensor, beta: float = 1.0
 ) -> dict[str, torch.Tensor]:
@@ -99,9 +108,8 @@ def iw_bound(
         return -(logsumexp(log_px_z + weight * log_ratio, dim=0) - math.log(k)).mean()
 
     iw_loss = negative_bound(1.0)
-    recon, kl = -log_px_z.mean(), -log_ratio.mean()
     objective = iw_loss if beta == 1.0 else negative_bound(beta)
-    return {"loss": recon + kl, "recon": recon, "kl": kl, "iw_loss": iw_loss, OBJECTIVE: objective}
+    return {**elbo_terms(log_px_z, log_ratio), "iw_loss": iw_loss, OBJECTIVE: objective}
 
 
 def recorded_class(checkpoint: dict) -> type | None:
@@ -187,9 +195,7 @@ class BaseVAE(L.LightningModule):
         """The ELBO by Monte Carlo on one draw of every stochastic layer (``log_weight_terms``
         with n = 1); a model with analytic KL terms or another objective overrides it."""
         beta = self.hparams.kl_weight if kl_weight is None else kl_weight
-        log_px_z, log_ratio = self.log_weight_terms(x, 1)
-        recon, kl = -log_px_z.mean(), -log_ratio.mean()
-        return {"loss": recon + kl, "recon": recon, "kl": kl, OBJECTIVE: recon + beta * kl}
+        return elbo_terms(*self.log_weight_terms(x, 1), beta)
 
     def codes(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
