@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tests.conftest import TINY, run_module, run_train
 from vae_lightning.data.synthetic import digit_like_images
 from vae_lightning.errors import SettingError
+from vae_lightning.eval import evaluate
 from vae_lightning.models import HIWAE, HVAE, IWAE, VAE, BaseVAE
 from vae_lightning.models.metrics import compiled_log_weights, iw_log_likelihood
 from vae_lightning.models.networks import ConvNet
@@ -538,6 +539,24 @@ def test_the_bf16_iw_path_agrees_with_float32_within_five_hundredths_of_a_nat(na
         estimates[precision] = iw.mean().item()
     assert estimates["32-true"] > -300, estimates  # trained: far from the untrained ~-540
     assert 0 < abs(estimates["bf16-mixed"] - estimates["32-true"]) < 0.05, estimates  # bf16 ran
+
+
+@pytest.mark.parametrize("name", [*MODELS, "tutorial"])
+def test_eval_computes_the_elbo_in_float32_whatever_the_iw_paths_precision(name):
+    """vae_lightning.eval's negative ELBO is float32 for every model, the Monte Carlo ELBOs of the
+    hierarchical models and the VampPrior included: with the same draws, eval.precision=bf16-mixed
+    gives the very ELBO terms of 32-true, and only the IW estimate moves."""
+    model, x = briefly_trained(name, steps=60)
+    results = {}
+    for precision in ("32-true", "bf16-mixed"):
+        torch.manual_seed(2)
+        results[precision] = evaluate(model, [(x, None)], 50, 32 * 25, precision=precision)
+    fp32, bf16 = results["32-true"], results["bf16-mixed"]
+    assert 0 < fp32["neg_elbo"] < 784 * math.log(2), fp32
+    assert [bf16[k] for k in ("neg_elbo", "recon", "kl")] == [
+        fp32[k] for k in ("neg_elbo", "recon", "kl")
+    ]
+    assert 0 < abs(bf16["iw_nll"] - fp32["iw_nll"]) < 0.05, (bf16, fp32)  # bf16 ran there
 
 
 def test_the_two_level_models_per_draw_networks_run_in_bf16_and_its_densities_in_float32():

@@ -103,9 +103,10 @@ def evaluate(
     precision="32-true",
     compiled: bool = False,
 ) -> dict:
-    """Per-image means over ``batches`` of (x, y): ELBO terms, IW log-likelihood (its networks in
-    ``precision``; ``compiled``: its pass under torch.compile), active units (per stochastic
-    layer). ``after_batch(batches, images)`` is called after each batch (progress)."""
+    """Per-image means over ``batches`` of (x, y): ELBO terms (float32, whatever ``precision``),
+    IW log-likelihood (its networks in ``precision``; ``compiled``: its pass under torch.compile),
+    active units (per stochastic layer). ``after_batch(batches, images)`` is called after each
+    batch (progress)."""
     sums = {"neg_elbo": 0.0, "recon": 0.0, "kl": 0.0, "iw_nll": 0.0}
     codes, n = {}, 0
     with model.estimating(precision):
@@ -114,7 +115,8 @@ def evaluate(
             log_weights = first_call_or_eager(compiled_log_weights(model), model.log_weights)
         for i, (x, _) in enumerate(batches, 1):
             x = x.to(model.device)
-            out = model.losses(x)
+            with model.estimating("32-true"):  # the ELBO in float32, whatever the IW path's
+                out = model.losses(x)
             b = len(x)
             sums["neg_elbo"] += out["loss"].item() * b
             sums["recon"] += out["recon"].item() * b
