@@ -273,6 +273,8 @@ def table(tiny_mnist: Path, tmp: Path, ckpt: Path) -> dict[str, tuple[str, list[
         "kl_weight overflows float32": (TRAIN, [root, "model.kl_weight=1e308"], "model.kl_weight=1e+308 must be <= 1e+10", pre),
         "early stopping on a misspelt metric": (TRAIN, [root, "callbacks/early_stopping=on", "callbacks.early_stopping.monitor=val/lss"],
                                                 "callbacks.early_stopping.monitor='val/lss' is not a metric the model logs (did you mean val/loss?)", pre),
+        "early stopping: a negative warm-up": (TRAIN, [root, "callbacks/early_stopping=on", "callbacks.early_stopping.kl_warmup_epochs=-1"],
+                                               "callbacks.early_stopping.kl_warmup_epochs=-1 must be >= 0", pre),
         "checkpoint on a misspelt metric": (TRAIN, [root, "callbacks.model_checkpoint.monitor=val/los"],
                                             "callbacks.model_checkpoint.monitor='val/los' is not a metric the model logs (did you mean val/loss?)", pre),
         "a callback without a class": (TRAIN, [root, "+callbacks.mine.every=3"], "callbacks.mine has no _target_", pre),

@@ -501,7 +501,10 @@ def test_every_model_and_part_composes_from_the_command_line():
         if overrides[0].startswith("experiment=vampprior_paper"):  # Tomczak & Welling's code
             assert cfg.data.binarize and cfg.data.batch_size == 100 and cfg.data.val_size == 10000
             assert cfg.optimizer.lr == 5e-4 and cfg.model.kl_warmup_epochs == 100
-            assert cfg.callbacks.early_stopping.patience == 50 and cfg.trainer.max_epochs == 2000
+            assert cfg.optimizer._target_.endswith(".AdamNormGrad")
+            stopping = cfg.callbacks.early_stopping  # 51 epochs without improvement, warm-up not
+            assert stopping.patience == 51 and stopping.kl_warmup_epochs == 100  # counted
+            assert cfg.trainer.max_epochs == 2000
             assert cfg.eval.iw_samples == 5000 and model.latent_dim == 40
             if isinstance(model.prior, VampPrior):
                 assert len(model.prior.pseudo_inputs) == 500

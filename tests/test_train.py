@@ -304,6 +304,24 @@ def test_early_stopping_and_the_profiler_report(tiny_mnist, tmp_path):
     assert "Profiler Report" in report and "run_training_epoch" in report
 
 
+def test_early_stopping_does_not_count_the_epochs_of_the_kl_warm_up(tiny_mnist, tmp_path):
+    """As in the VampPrior paper's code: the count of epochs without improvement stays at 0 until
+    the epoch whose end has the full KL weight (here the 4th), then patience 1 stops at once."""
+    run = tmp_path / "es"
+    proc = run_train(
+        f"data.root={tiny_mnist}",
+        f"hydra.run.dir={run}",
+        *TINY,
+        "trainer.max_epochs=10",
+        "model.kl_warmup_epochs=4",
+        "callbacks/early_stopping=on",
+        "callbacks.early_stopping.patience=1",
+        "callbacks.early_stopping.min_delta=1000",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 4  # without the warm-up: 2
+
+
 def test_a_default_run_prints_no_dependency_noise(tiny_mnist, tmp_path):
     """With Python's warnings on, the default command prints no tip, deprecation or precision
     notice."""

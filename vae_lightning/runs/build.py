@@ -127,6 +127,8 @@ def check_optimizer(cfg: DictConfig) -> None:
 
     try:
         built = optimizer(cfg.optimizer)
+    except SettingError as e:  # an optimizer's own check (optimizers.py), named from the top
+        raise e.under("optimizer") from None
     except (*REFUSALS, RuntimeError, IndexError, InstantiationException) as e:
         cause = e.__cause__ or e
         library = str(cfg.optimizer.get("_target_", "")).startswith(LIBRARIES)
