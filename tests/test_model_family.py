@@ -107,6 +107,33 @@ def test_the_monte_carlo_kl_of_the_vampprior_averages_to_the_integrated_kl():
     )
 
 
+def test_a_mixture_priors_density_is_float32_under_bf16_autocast():
+    """bf16-mixed training autocasts the model: the mixture's log p(z) (matrix products of z^2 and
+    z with the components' precisions) must not run in bf16, where the products cancel to errors of
+    hundreds of nats for narrow components (e^-6 variances, as the gated network's clip allows)
+    and training learns to exploit them. The VampPrior and the mixture of Gaussians, near one
+    narrow component and far from all."""
+    torch.manual_seed(0)
+    k, d = 50, 40
+    mu, logvar = 3 + 0.5 * torch.randn(k, d), torch.full((k, d), -6.0)
+    z = torch.cat([mu[:8] + 0.05 * torch.randn(8, d), 3 * torch.randn(8, d)])
+
+    def encode(_):  # the pseudo-inputs' posteriors: fixed
+        return mu, logvar
+
+    vamp = VampPrior(components=k, latent_dim=d)
+    mog = MoGPrior(components=k, latent_dim=d)
+    with torch.no_grad():
+        mog.means.copy_(mu), mog.logvars.copy_(logvar)
+    for prior in (vamp, mog):
+        exact = prior.log_prob(z, encode)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = prior.log_prob(z, encode)
+        assert autocast.dtype == torch.float32
+        assert exact[:8].min() > 50, exact  # near a narrow component: a high density
+        assert torch.allclose(autocast, exact, rtol=1e-5, atol=1e-3), (autocast - exact).abs().max()
+
+
 def test_the_fixed_vampprior_encodes_its_pseudo_inputs_once_and_gives_the_same_density():
     """Prior.fixed (eval's IW estimate): inside, log_prob reuses one encoding of the pseudo-inputs;
     the density is the one computed afresh, and outside it is computed afresh again."""
