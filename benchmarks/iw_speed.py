@@ -2,7 +2,7 @@
 and chunk size: the same draws for each (seed 0), so the estimates differ by arithmetic alone.
 
     python benchmarks/iw_speed.py <run>/checkpoints/last.ckpt [--images 1000] [--k 5000]
-        [--paths 32-true:2500,bf16-mixed:2500,bf16-mixed:2500:compiled]
+        [--batch-size 100] [--paths 32-true:2500,bf16-mixed:2500,bf16-mixed:2500:compiled]
 
 Each path is precision:max_decodes[:compiled] (eval.precision, eval.max_decodes, eval.compile=true;
 a compiled path's compile is timed apart). Run it alone on the machine: two torch processes at
@@ -27,18 +27,24 @@ def main() -> None:
     parser.add_argument("ckpt")
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--k", type=int, default=5000)
+    parser.add_argument(
+        "--batch-size", type=int, default=100, help="images per batch (eval.batch_size)"
+    )
     parser.add_argument("--paths", default="32-true:2500,bf16-mixed:2500,bf16-mixed:2500:compiled")
     args = parser.parse_args()
     model, config = load_model(Path(args.ckpt), map_location="cpu")
     datamodule = build_datamodule(config, model)
     datamodule.prepare_data()
     batches, n = [], 0
-    for x, _ in datamodule.loader("test", batch_size=100):
+    for x, _ in datamodule.loader("test", batch_size=args.batch_size):
         batches.append(x[: args.images - n])
         n += len(batches[-1])
         if n >= args.images:
             break
-    print(f"{n} test images, k={args.k}, {torch.get_num_threads()} threads")
+    print(
+        f"{n} test images in batches of {args.batch_size}, k={args.k}, "
+        f"{torch.get_num_threads()} threads"
+    )
     for path in args.paths.split(","):
         precision, max_decodes, *compiled = path.split(":")
         torch.manual_seed(0)
