@@ -1,12 +1,11 @@
 """Shared fixtures: tiny but valid MNIST IDX files, and a way to run the real entry points."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.launcher import command_env, run_python_module
 from vae_lightning.data.synthetic import make_mnist_root
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,17 +35,9 @@ TINY = [
 def run_module(
     module: str, *args: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 600
 ):
-    """Run ``python -m module args`` as a user would; returns the CompletedProcess."""
-    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """Run ``python -m module args`` as a user would; returns the CompletedProcess
+    (tests/launcher.py: in a fork of a process that has imported the libraries already)."""
+    return run_python_module(module, args, cwd, command_env(env), timeout)
 
 
 def run_train(*args: str, **kw):

@@ -5,8 +5,8 @@ import json
 
 import pytest
 import torch
-from conftest import run_module, run_train
 
+from tests.conftest import run_module, run_train
 from vae_lightning.errors import SettingError
 from vae_lightning.models import IWAE, VAE
 from vae_lightning.models.metrics import iw_log_likelihood
