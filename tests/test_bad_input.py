@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, TINY, make_mnist_root
+from tests.launcher import command_env
 from vae_lightning.data.download import reachable
 from vae_lightning.data.mnist import DATASETS
 
@@ -406,7 +407,7 @@ def test_runs_started_together_never_share_a_folder(tiny_mnist, tmp_path):
              "trainer.limit_val_batches=1", "test=false", "callbacks.latent_embedding.num_points=50",
              f"paths.log_dir={tmp_path}"]
     cmd = [sys.executable, "-m", "vae_lightning.train"]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = command_env()
     procs = [subprocess.Popen([*cmd, *quick], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     procs.append(subprocess.Popen([*cmd, "-m", *quick, "seed=1,2"], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True))
     for p in procs:

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import REPO, TINY, run_train
+from tests.launcher import command_env
 from vae_lightning.callbacks.guards import (
     Diverged,
     DivergenceGuard,
@@ -107,12 +108,10 @@ def callback_overrides(name: str, cls: type, **kw) -> list[str]:
 def start_train(*args: str, session: bool = False) -> subprocess.Popen:
     """Start the entry point in the background (as a user's terminal would) and return it; with
     ``session``, in a process group of its own, which a terminal's Ctrl-C reaches as a whole."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.Popen(
         [sys.executable, "-m", "vae_lightning.train", *args],
         cwd=REPO,
-        env=env,
+        env=command_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -826,11 +825,9 @@ def test_a_run_folder_turned_read_only_is_one_line_and_keeps_its_checkpoint(tiny
         f"hydra.run.dir={run}",
         *callback_overrides("read_only", ReadOnlyAt, epoch=1, folder=run),
     ]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    env.pop("HYDRA_FULL_ERROR", None)
     command = [*prefix, shlex.join(args)] if prefix else args
     try:
-        proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+        proc = subprocess.run(command, cwd=REPO, env=command_env(), capture_output=True, text=True)
     finally:
         for path in [run, *run.rglob("*")]:
             path.chmod(path.stat().st_mode | 0o200)

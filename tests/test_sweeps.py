@@ -19,6 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tests.conftest import REPO, TINY, run_train
+from tests.launcher import command_env
 from vae_lightning import summarize
 
 ONE_EPOCH = [
@@ -371,7 +372,6 @@ def test_submitit_local_launcher_runs_the_jobs(tiny_mnist, tmp_path):
 
 
 def test_an_optuna_study_is_shared_by_two_workers_through_sqlite(tiny_mnist, tmp_path):
-    import os
     import subprocess
     import sys
 
@@ -382,7 +382,7 @@ def test_an_optuna_study_is_shared_by_two_workers_through_sqlite(tiny_mnist, tmp
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     # once, before the workers
     optuna.create_study(study_name="shared", storage=storage, direction="minimize")
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = command_env()
     workers = [
         subprocess.Popen(
             [
