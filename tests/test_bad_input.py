@@ -9,7 +9,6 @@ at the end of stderr.
 """
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -50,7 +49,7 @@ TRAIN, EVAL, SAMPLE, SUMMARIZE = (f"vae_lightning.{m}" for m in ("train", "eval"
 
 
 def run_cases(cases: list[tuple[str, list[str], dict]]) -> list[dict]:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = command_env()
     proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(cases)], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -8,7 +8,7 @@ import sys
 from tests.launcher import command_env, run_python_module
 
 PROBE = """
-import json, os, sys, warnings
+import json, os, sys
 import numpy
 print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "path0": sys.path[0],
                   "env": os.environ.get("PROBE_VALUE"), "warnoptions": sys.warnoptions,
