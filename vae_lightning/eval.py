@@ -73,14 +73,14 @@ def first_call_or_eager(compiled, eager):
     of the model's own code raises again from ``eager``, with its traceback."""
     chosen = []
 
-    def log_weights(x, n):
+    def log_weights(per_image, n):
         if chosen:
-            return chosen[0](x, n)
+            return chosen[0](per_image, n)
         try:
-            out = compiled(x, n)
+            out = compiled(per_image, n)
             chosen.append(compiled)
         except Exception as e:  # noqa: BLE001 - eager decides whether this is the model's error
-            out = eager(x, n)
+            out = eager(per_image, n)
             chosen.append(eager)
             print(
                 f"warning: eval.compile: torch.compile failed ({type(e).__name__}); estimating "
@@ -112,7 +112,7 @@ def evaluate(
     with model.estimating(precision):
         log_weights = None
         if compiled:
-            log_weights = first_call_or_eager(compiled_log_weights(model), model.log_weights)
+            log_weights = first_call_or_eager(compiled_log_weights(model), model.log_weights_from)
         for i, (x, _) in enumerate(batches, 1):
             x = x.to(model.device)
             with model.estimating("32-true"):  # the ELBO in float32, whatever the IW path's

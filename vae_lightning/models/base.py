@@ -23,6 +23,10 @@ What a model implements:
 Optional: run the decoder's pass to the pixels inside ``with self.decoding():`` in
 ``log_weight_terms``. eval's IW estimate then runs it in bf16 (``eval.precision``), keeping the
 likelihood and the densities float32; a model that does not use it is evaluated in float32.
+And split ``log_weight_terms(x, n)`` into ``per_image(x)`` (a tuple of tensors: what it computes
+from the images alone, e.g. the first encoder) and ``log_weight_terms_from(per_image, n)``: eval's
+IW estimate then encodes each batch once instead of once per chunk of draws (vae.py, hvae.py,
+two_level.py); by default ``per_image(x)`` is ``(x,)`` and each chunk runs ``log_weight_terms``.
 
 What the base provides from those: encode (top-layer code), decode, reconstruct, sample_prior,
 log_weights (what the importance-weighted estimate in ``metrics.py`` needs), to_unit_range; the
@@ -191,6 +195,17 @@ class BaseVAE(L.LightningModule):
     def log_weight_terms(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def per_image(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What ``log_weight_terms`` computes from the images alone (the default: the images):
+        eval's IW estimate computes it once per batch, then ``log_weight_terms_from`` per chunk."""
+        return (x,)
+
+    def log_weight_terms_from(
+        self, per_image: tuple[torch.Tensor, ...], n: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log_weight_terms`` from ``per_image(x)``: n fresh draws per image."""
+        return self.log_weight_terms(*per_image, n)
+
     def losses(self, x: torch.Tensor, kl_weight: float | None = None) -> dict[str, torch.Tensor]:
         """The ELBO by Monte Carlo on one draw of every stochastic layer (``log_weight_terms``
         with n = 1); a model with analytic KL terms or another objective overrides it."""
@@ -240,6 +255,12 @@ class BaseVAE(L.LightningModule):
     # the precision of the decoder's pass to the pixels in log_weights: eval's IW estimate sets
     # bf16-mixed for its duration (models/metrics.py); training and everything else run 32-true
     decoding_precision = "32-true"
+    in_estimate = False  # True inside ``estimating``
+
+    def nll(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x | z) per image, (B,), as ``log_weight_terms`` computes it: the likelihood's
+        ``nll``, inside ``estimating`` in its form for the IW estimate (``estimate_log_prob``)."""
+        return self.likelihood.nll(out, x, estimate=self.in_estimate)
 
     def decoding(self):
         """The context a model runs its decoder to the likelihood's outputs in (``log_weights``),
@@ -255,16 +276,21 @@ class BaseVAE(L.LightningModule):
         """The context of many ``log_weights`` calls with the weights fixed (eval's IW estimate):
         no gradients, the decoder in ``precision``, and the prior's parts that depend on the
         weights computed once (``Prior.fixed``)."""
-        before, self.decoding_precision = self.decoding_precision, precision
+        before = self.decoding_precision, self.in_estimate
+        self.decoding_precision, self.in_estimate = precision, True
         try:
             with torch.no_grad(), self.prior.fixed(self.encode_gaussian):
                 yield
         finally:
-            self.decoding_precision = before
+            self.decoding_precision, self.in_estimate = before
 
     def log_weights(self, x: torch.Tensor, n: int) -> torch.Tensor:
         """log p(x, z_i) - log q(z_i | x) for n fresh draws per image, (n, B)."""
-        log_px_z, log_ratio = self.log_weight_terms(x.to(self.device), n)
+        return self.log_weights_from(self.per_image(x.to(self.device)), n)
+
+    def log_weights_from(self, per_image: tuple[torch.Tensor, ...], n: int) -> torch.Tensor:
+        """``log_weights`` from ``per_image(x)`` (what eval's IW estimate calls per chunk)."""
+        log_px_z, log_ratio = self.log_weight_terms_from(per_image, n)
         return log_px_z + log_ratio
 
     def to_unit_range(self, images: torch.Tensor) -> torch.Tensor:

@@ -112,16 +112,21 @@ class HVAE(BaseVAE):
         """Through the mean of z_1, the layer closest to the pixels."""
         return self.likelihood.mean(self.logits(self.encoders[0](x.to(self.device).flatten(1))[0]))
 
+    def per_image(self, x):
+        return (x, *self.encoders[0](x.flatten(1)))
+
     def log_weight_terms(self, x, n):
+        return self.log_weight_terms_from(self.per_image(x), n)
+
+    def log_weight_terms_from(self, per_image, n):
+        x, mu, logvar = per_image
         b = len(x)
-        zs, log_q = [], 0.0
-        h = x.flatten(1)
-        for i, encoder in enumerate(self.encoders):
-            mu, logvar = encoder(h)
-            # later layers: one draw per z_1 draw
-            z, lq = gaussian_rsample(mu, logvar, n if i == 0 else None)
+        z, log_q = gaussian_rsample(mu, logvar, n)  # (n, B, D_1), fp32
+        zs = [z]
+        for encoder in self.encoders[1:]:  # later layers: one draw per draw of the layer below
+            z, lq = gaussian_rsample(*encoder(z), None)
             zs.append(z.float())
-            log_q, h = log_q + lq, z
+            log_q = log_q + lq
         log_p = self.prior.log_prob(zs[-1], self.encode_gaussian)
         for i, decoder in enumerate(self.decoders):
             mu, logvar = decoder(zs[i + 1])
@@ -129,5 +134,5 @@ class HVAE(BaseVAE):
         xs = x.expand(n, *x.shape).reshape(n * b, *x.shape[1:])
         with self.decoding():
             out = self.logits(zs[0].reshape(n * b, -1))
-        log_px_z = -self.likelihood.nll(out, xs).view(n, b)
+        log_px_z = -self.nll(out, xs).view(n, b)
         return log_px_z, log_p - log_q

@@ -38,12 +38,12 @@ PRECISIONS = ("32-true", "bf16-mixed")
 COMPILE_FROM = 5_000_000
 
 
-def compiled_log_weights(model) -> Callable[[torch.Tensor, int], torch.Tensor]:
-    """``model.log_weights`` under torch.compile (inductor): the pass's elementwise work fused
+def compiled_log_weights(model) -> Callable[[tuple, int], torch.Tensor]:
+    """``model.log_weights_from`` under torch.compile (inductor): the pass's elementwise work fused
     around the matrix products. ``fallback_random`` keeps torch's own random numbers, so the
     estimate takes the same draws as without compiling and differs by arithmetic alone. Call it
     inside ``model.estimating`` (what it reads stays fixed there)."""
-    return torch.compile(model.log_weights, dynamic=False, options={"fallback_random": True})
+    return torch.compile(model.log_weights_from, dynamic=False, options={"fallback_random": True})
 
 
 @torch.no_grad()
@@ -53,19 +53,21 @@ def iw_log_likelihood(
     k: int,
     max_decodes: int = 2500,
     precision: str = "32-true",
-    log_weights: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    log_weights: Callable[[tuple, int], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Importance-weighted estimate of log p(x) per image with k samples (k=1: a one-sample ELBO),
-    shape (B,): log (1/k) sum_i p(x, z_i) / q(z_i | x) from ``model.log_weights`` (or
-    ``log_weights``, e.g. ``compiled_log_weights(model)``). At most ``max_decodes`` decoder passes
-    are batched at once, which bounds the memory. ``precision`` bf16-mixed runs the decoder's
-    matrix products in bf16 (``BaseVAE.decoding``): the likelihood, the densities and the
-    log-mean-exp stay float32, and the estimate moves by < 0.05 nats (README, Evaluation)."""
+    shape (B,): log (1/k) sum_i p(x, z_i) / q(z_i | x) from ``model.log_weights_from`` (or
+    ``log_weights``, e.g. ``compiled_log_weights(model)``) on ``model.per_image(x)``, computed
+    once. At most ``max_decodes`` decoder passes are batched at once, which bounds the memory.
+    ``precision`` bf16-mixed runs the decoder's matrix products in bf16 (``BaseVAE.decoding``):
+    the likelihood, the densities and the log-mean-exp stay float32, and the estimate moves by
+    < 0.05 nats (README, Evaluation)."""
     chunk = max(1, max_decodes // len(x))
     with model.estimating(precision):
+        per_image = model.per_image(x.to(model.device))
         if log_weights is None:
-            return iw_log_mean_exp(lambda n: model.log_weights(x, n), k, chunk)
-        return iw_log_mean_exp(lambda n: log_weights(x, n), k, chunk, whole_chunks=True)
+            return iw_log_mean_exp(lambda n: model.log_weights_from(per_image, n), k, chunk)
+        return iw_log_mean_exp(lambda n: log_weights(per_image, n), k, chunk, whole_chunks=True)
 
 
 def active_units(

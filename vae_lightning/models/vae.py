@@ -114,7 +114,7 @@ class VAE(BaseVAE):
         """log p(x | z) in nats, summed over pixels, (B,)."""
         with self.decoding():
             out = self.net.decode(z)
-        return -self.likelihood.nll(out, x)
+        return -self.nll(out, x)
 
     def weight_terms(self, x, mu, logvar, n: int):
         """log_weight_terms for a posterior already computed: n draws per image, (n, B) each."""
@@ -123,6 +123,12 @@ class VAE(BaseVAE):
         xs = x.expand(n, *x.shape).reshape(n * b, *x.shape[1:])
         log_px_z = self.log_likelihood(xs, z.reshape(n * b, -1)).view(n, b)
         return log_px_z, self.prior.log_prob(z, self.net.posterior) - log_q
+
+    def per_image(self, x):
+        return (x, *self.net.posterior(x))
+
+    def log_weight_terms_from(self, per_image, n):
+        return self.weight_terms(*per_image, n)
 
     def log_weight_terms(self, x, n):
         return self.weight_terms(x, *self.net.posterior(x), n)
