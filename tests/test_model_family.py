@@ -575,6 +575,30 @@ def test_the_bf16_iw_path_agrees_with_float32_within_five_hundredths_of_a_nat(na
     assert 0 < abs(estimates["bf16-mixed"] - estimates["32-true"]) < 0.05, estimates  # bf16 ran
 
 
+def test_a_subclass_that_overrides_log_weight_terms_is_what_eval_estimates():
+    """A researcher's subclass of VAE, HVAE or TwoLevelVAE that overrides ``log_weight_terms``
+    alone: eval's estimate runs that override, not the parent's split (per_image +
+    log_weight_terms_from), and the parent keeps its split."""
+
+    class Shifted(VAE):  # every log-weight 7 nats higher: log p(x) moves by exactly 7
+        def log_weight_terms(self, x, n):
+            log_px_z, log_ratio = super().log_weight_terms(x, n)
+            return log_px_z + 7.0, log_ratio
+
+    assert VAE.split_draws and HVAE.split_draws and TwoLevelVAE.split_draws
+    assert IWAE.split_draws and not Shifted.split_draws
+    torch.manual_seed(0)
+    parent = VAE(net=NET, latent_dim=4).eval()
+    child = Shifted(net=NET, latent_dim=4).eval()
+    child.load_state_dict(parent.state_dict())
+    x = binary_images(8)
+    estimates = []
+    for model in (parent, child):
+        torch.manual_seed(1)
+        estimates.append(iw_log_likelihood(model, x, 20, max_decodes=8 * 10))
+    assert torch.allclose(estimates[1] - estimates[0], torch.full((8,), 7.0), atol=1e-4)
+
+
 @pytest.mark.parametrize("name", [*MODELS, "tutorial"])
 def test_the_iw_estimate_agrees_with_the_plain_float32_pass_on_the_same_draws(name):
     """eval's estimate against the pass it replaced: ``model.log_weights`` outside ``estimating``

@@ -26,7 +26,8 @@ likelihood and the densities float32; a model that does not use it is evaluated 
 And split ``log_weight_terms(x, n)`` into ``per_image(x)`` (a tuple of tensors: what it computes
 from the images alone, e.g. the first encoder) and ``log_weight_terms_from(per_image, n)``: eval's
 IW estimate then encodes each batch once instead of once per chunk of draws (vae.py, hvae.py,
-two_level.py); by default ``per_image(x)`` is ``(x,)`` and each chunk runs ``log_weight_terms``.
+two_level.py). A subclass that overrides only ``log_weight_terms`` is estimated through that
+override (``split_draws`` is False for it).
 
 What the base provides from those: encode (top-layer code), decode, reconstruct, sample_prior,
 log_weights (what the importance-weighted estimate in ``metrics.py`` needs), to_unit_range; the
@@ -195,6 +196,18 @@ class BaseVAE(L.LightningModule):
     def log_weight_terms(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    # eval's estimate uses a class's split (per_image + log_weight_terms_from) unless a subclass
+    # overrides log_weight_terms below it: that override is then what eval runs
+    split_draws = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        owner = {
+            n: next(c for c in cls.__mro__ if n in vars(c))
+            for n in ("log_weight_terms", "log_weight_terms_from")
+        }
+        cls.split_draws = issubclass(owner["log_weight_terms_from"], owner["log_weight_terms"])
+
     def per_image(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """What ``log_weight_terms`` computes from the images alone (the default: the images):
         eval's IW estimate computes it once per batch, then ``log_weight_terms_from`` per chunk."""
@@ -286,11 +299,19 @@ class BaseVAE(L.LightningModule):
 
     def log_weights(self, x: torch.Tensor, n: int) -> torch.Tensor:
         """log p(x, z_i) - log q(z_i | x) for n fresh draws per image, (n, B)."""
-        return self.log_weights_from(self.per_image(x.to(self.device)), n)
+        return self.log_weights_from(self.weights_input(x.to(self.device)), n)
 
-    def log_weights_from(self, per_image: tuple[torch.Tensor, ...], n: int) -> torch.Tensor:
-        """``log_weights`` from ``per_image(x)`` (what eval's IW estimate calls per chunk)."""
-        log_px_z, log_ratio = self.log_weight_terms_from(per_image, n)
+    def weights_input(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What ``log_weights_from`` takes for images x: ``per_image(x)`` where the class's split
+        holds (``split_draws``), else ``(x,)``."""
+        return self.per_image(x) if self.split_draws else (x,)
+
+    def log_weights_from(self, inputs: tuple[torch.Tensor, ...], n: int) -> torch.Tensor:
+        """``log_weights`` from ``weights_input(x)`` (what eval's IW estimate calls per chunk)."""
+        if self.split_draws:
+            log_px_z, log_ratio = self.log_weight_terms_from(inputs, n)
+        else:
+            log_px_z, log_ratio = self.log_weight_terms(*inputs, n)
         return log_px_z + log_ratio
 
     def to_unit_range(self, images: torch.Tensor) -> torch.Tensor:

@@ -57,17 +57,17 @@ def iw_log_likelihood(
 ) -> torch.Tensor:
     """Importance-weighted estimate of log p(x) per image with k samples (k=1: a one-sample ELBO),
     shape (B,): log (1/k) sum_i p(x, z_i) / q(z_i | x) from ``model.log_weights_from`` (or
-    ``log_weights``, e.g. ``compiled_log_weights(model)``) on ``model.per_image(x)``, computed
-    once. At most ``max_decodes`` decoder passes are batched at once, which bounds the memory.
-    ``precision`` bf16-mixed runs the decoder's matrix products in bf16 (``BaseVAE.decoding``):
-    the likelihood, the densities and the log-mean-exp stay float32, and the estimate moves by
-    < 0.05 nats (README, Evaluation)."""
+    ``log_weights``, e.g. ``compiled_log_weights(model)``) on ``model.weights_input(x)``,
+    computed once. At most ``max_decodes`` decoder passes are batched at once, which bounds the
+    memory. ``precision`` bf16-mixed runs the decoder's matrix products in bf16
+    (``BaseVAE.decoding``): the likelihood, the densities and the log-mean-exp stay float32, and
+    the estimate moves by < 0.05 nats (README, Evaluation)."""
     chunk = max(1, max_decodes // len(x))
     with model.estimating(precision):
-        per_image = model.per_image(x.to(model.device))
+        inputs = model.weights_input(x.to(model.device))
         if log_weights is None:
-            return iw_log_mean_exp(lambda n: model.log_weights_from(per_image, n), k, chunk)
-        return iw_log_mean_exp(lambda n: log_weights(per_image, n), k, chunk, whole_chunks=True)
+            return iw_log_mean_exp(lambda n: model.log_weights_from(inputs, n), k, chunk)
+        return iw_log_mean_exp(lambda n: log_weights(inputs, n), k, chunk, whole_chunks=True)
 
 
 def active_units(

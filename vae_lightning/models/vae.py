@@ -131,7 +131,7 @@ class VAE(BaseVAE):
         return self.weight_terms(*per_image, n)
 
     def log_weight_terms(self, x, n):
-        return self.weight_terms(x, *self.net.posterior(x), n)
+        return self.log_weight_terms_from(self.per_image(x), n)
 
     def kl_terms(self, mu, logvar, z, log_q) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(KL batch mean, KL per dim batch means or None): analytic where there is one,
