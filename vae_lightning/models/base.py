@@ -216,8 +216,10 @@ class BaseVAE(L.LightningModule):
     def log_weight_terms_from(
         self, per_image: tuple[torch.Tensor, ...], n: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``log_weight_terms`` from ``per_image(x)``: n fresh draws per image."""
-        return self.log_weight_terms(*per_image, n)
+        """``log_weight_terms`` from ``per_image(x)``: n fresh draws per image. Optional: eval
+        calls it only for a class that defines it at or below its ``log_weight_terms``
+        (``split_draws``); otherwise ``log_weights_from`` runs ``log_weight_terms`` itself."""
+        raise NotImplementedError
 
     def losses(self, x: torch.Tensor, kl_weight: float | None = None) -> dict[str, torch.Tensor]:
         """The ELBO by Monte Carlo on one draw of every stochastic layer (``log_weight_terms``
