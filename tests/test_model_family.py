@@ -667,6 +667,21 @@ def test_the_two_level_models_per_draw_networks_run_in_bf16_and_its_densities_in
     assert set(seen["p_z1"]) == {torch.float32}
 
 
+def test_the_two_level_estimate_runs_xs_half_of_q_z1_once_per_image_with_the_same_result():
+    """eval's estimate computes x's share of q(z_1 | x, z_2)'s joint layer once per image
+    (``Joint.first_share``) and adds it at each draw of z_2 (``Joint.given``): in float32 that is
+    the joint layer on the concatenated features (``forward``), to rounding."""
+    model, x = briefly_trained("two_level", steps=5)
+    torch.manual_seed(3)
+    flat, z2 = x.flatten(1), torch.randn(7, len(x), model.latent_dims[1])  # 7 draws per image
+    with torch.no_grad():
+        split = model.q_z1.given(model.q_z1.first_share(model.q_z1.a(flat)), z2)
+        whole = model.q_z1(flat.expand(7, *flat.shape), z2)
+    assert split.shape == whole.shape == (7, len(x), model.q_z1.joint.h.out_features)
+    assert whole.abs().mean() > 0.1
+    torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["tutorial", "vae+vamp", "hvae+vamp", "two_level"])
 def test_the_compiled_iw_path_takes_the_same_draws_and_agrees_within_a_hundredth_of_a_nat(name):
     """eval.compile (torch.compile of log_weights, bf16 decoder) against the eager bf16 path, the

@@ -54,13 +54,21 @@ class Joint(nn.Module):
         self.joint = GatedDense(2 * hidden, hidden)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.given(self.a(a), b)
+        return self.joint(torch.cat([self.a(a), self.b(b)], -1))
 
-    def given(self, ha: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``forward`` from the first input's features ``ha = self.a(a)``."""
-        hb = self.b(b)
-        ha = ha.expand(*hb.shape[:-1], ha.shape[-1])  # x's features, once per draw of z_2
-        return self.joint(torch.cat([ha, hb], -1))
+    def first_share(self, ha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first input's features' (``ha = self.a(a)``) share of the joint layer's two
+        products, in float32 outside autocast: ``given`` adds it to the second input's at each of
+        its draws (q(z_1 | x, z_2): x's half once per image, not once per draw of z_2)."""
+        ha, n = ha.float(), ha.shape[-1]
+        return F.linear(ha, self.joint.h.weight[:, :n]), F.linear(ha, self.joint.g.weight[:, :n])
+
+    def given(self, share: tuple[torch.Tensor, torch.Tensor], b: torch.Tensor) -> torch.Tensor:
+        """``forward`` from ``share = self.first_share(a)``, broadcast over b's leading dims."""
+        hb, n = self.b(b), share[0].shape[-1]
+        h = F.linear(hb, self.joint.h.weight[:, n:]).float() + share[0] + self.joint.h.bias
+        g = F.linear(hb, self.joint.g.weight[:, n:]).float() + share[1] + self.joint.g.bias
+        return (h * torch.sigmoid(g)).to(hb.dtype)
 
 
 class TwoLevelVAE(BaseVAE):
@@ -132,19 +140,19 @@ class TwoLevelVAE(BaseVAE):
         mu2, logvar2 = self.q_z2(flat)
         with self.decoding():
             features = self.q_z1.a(flat)
-        return x, mu2, logvar2, features
+        return x, mu2, logvar2, self.q_z1.first_share(features)
 
     def log_weight_terms(self, x, n):
         return self.log_weight_terms_from(self.per_image(x), n)
 
     def log_weight_terms_from(self, per_image, n):
-        x, mu2, logvar2, features = per_image
+        x, mu2, logvar2, share = per_image
         b = len(x)
         z2, log_q = gaussian_rsample(mu2, logvar2, n)  # (n, B, d2), fp32
         # the networks run once per draw of z_2 (half of the matrix products of a draw) go in the
         # decoding precision too; the draw of z_1 and every density stay float32
         with self.decoding():
-            mu1_q, logvar1_q = self.q_z1_heads(self.q_z1.given(features, z2))
+            mu1_q, logvar1_q = self.q_z1_heads(self.q_z1.given(share, z2))
             mu1, logvar1 = self.p_z1(z2)
         z1, lq1 = gaussian_rsample(mu1_q.float(), logvar1_q.float())  # one per z_2 draw
         log_p = self.prior.log_prob(z2, self.encode_gaussian) + gaussian_log_prob(
