@@ -65,10 +65,10 @@ class Joint(nn.Module):
 
     def given(self, share: tuple[torch.Tensor, torch.Tensor], b: torch.Tensor) -> torch.Tensor:
         """``forward`` from ``share = self.first_share(a)``, broadcast over b's leading dims."""
-        hb, n = self.b(b), share[0].shape[-1]
-        h = F.linear(hb, self.joint.h.weight[:, n:]).float() + share[0] + self.joint.h.bias
-        g = F.linear(hb, self.joint.g.weight[:, n:]).float() + share[1] + self.joint.g.bias
-        return (h * torch.sigmoid(g)).to(hb.dtype)
+        hb, n, joint = self.b(b), share[0].shape[-1], self.joint
+        h = F.linear(hb, joint.h.weight[:, n:]).float() + share[0]
+        g = F.linear(hb, joint.g.weight[:, n:]).float() + share[1]
+        return joint.gate(h, g, hb.dtype)
 
 
 class TwoLevelVAE(BaseVAE):

@@ -26,9 +26,15 @@ class GatedDense(nn.Module):
         self.h, self.g = nn.Linear(n_in, n_out), nn.Linear(n_in, n_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, g = F.linear(x, self.h.weight), F.linear(x, self.g.weight)
+        return self.gate(F.linear(x, self.h.weight), F.linear(x, self.g.weight))
+
+    def gate(
+        self, h: torch.Tensor, g: torch.Tensor, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """The layer's output from its two products without their biases: the biases and the gate
+        in float32, the result in ``dtype`` (by default the products')."""
         gated = (h.float() + self.h.bias) * torch.sigmoid(g.float() + self.g.bias)
-        return gated.to(h.dtype)
+        return gated.to(dtype or h.dtype)
 
 
 def gated(sizes: Sequence[int]) -> nn.Sequential:
