@@ -58,8 +58,9 @@ class Joint(nn.Module):
 
     def first_share(self, ha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The first input's features' (``ha = self.a(a)``) share of the joint layer's two
-        products, in float32 outside autocast: ``given`` adds it to the second input's at each of
-        its draws (q(z_1 | x, z_2): x's half once per image, not once per draw of z_2)."""
+        products (float32 where autocast is off: ``per_image`` calls it so); ``given`` adds it to
+        the second input's at each of its draws (q(z_1 | x, z_2): x's half once per image, not
+        once per draw of z_2)."""
         ha, n = ha.float(), ha.shape[-1]
         return F.linear(ha, self.joint.h.weight[:, :n]), F.linear(ha, self.joint.g.weight[:, :n])
 
@@ -135,7 +136,7 @@ class TwoLevelVAE(BaseVAE):
         return self.likelihood.mean(self.logits(codes["z1"], codes["z2"]))
 
     def per_image(self, x):
-        """The images, q(z_2 | x) and x's features in q(z_1 | x, z_2)."""
+        """The images, q(z_2 | x) and x's share of q(z_1 | x, z_2)'s joint layer."""
         flat = x.flatten(1)
         mu2, logvar2 = self.q_z2(flat)
         with self.decoding():
