@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import REPO, TINY, run_train
 from tests.test_data import index_loader
+from vae_lightning.callbacks.threads import usable_cores
 from vae_lightning.data.mnist import MNISTDataModule
 from vae_lightning.errors import UserError
 
@@ -72,7 +73,7 @@ def test_two_cpu_processes_train_into_one_run_folder(tiny_mnist, tmp_path):
     ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [(r["world_size"], r["batch_size"]) for r in ranks] == [(2, 16), (2, 16)]
     # the node's cores shared by its ranks
-    assert [r["threads"] for r in ranks] == [max(1, os.cpu_count() // 2)] * 2
+    assert [r["threads"] for r in ranks] == [max(1, usable_cores() // 2)] * 2
     seen = ranks[0]["train_indices"][0] + ranks[1]["train_indices"][0]
     assert len(seen) == len(set(seen)) == 500
     assert result["metrics"]["best/val_loss"] == pytest.approx(

@@ -3,6 +3,7 @@ extras."""
 
 import json
 import math
+import os
 
 import lightning as L
 import pytest
@@ -236,23 +237,46 @@ def test_bad_knob_values_are_refused(override, match):
 
 
 def test_cpu_threads_are_shared_among_the_processes_on_the_machine():
-    import os
     from types import SimpleNamespace
 
-    from vae_lightning.callbacks.threads import CpuThreads
+    from vae_lightning.callbacks.threads import CpuThreads, usable_cores
 
     before = torch.get_num_threads()
     cpu = SimpleNamespace(root_device=torch.device("cpu"))
     try:
         CpuThreads().setup(SimpleNamespace(strategy=cpu, world_size=2, num_nodes=1), None, "fit")
-        assert torch.get_num_threads() == max(1, os.cpu_count() // 2)
+        assert torch.get_num_threads() == max(1, usable_cores() // 2)
         CpuThreads(threads=3).setup(
             SimpleNamespace(strategy=cpu, world_size=1, num_nodes=1), None, "fit"
         )
         assert torch.get_num_threads() == 3
         CpuThreads().setup(SimpleNamespace(strategy=cpu, world_size=1, num_nodes=1), None, "fit")
-        assert torch.get_num_threads() == os.cpu_count()  # alone on the machine: every core
+        assert torch.get_num_threads() == usable_cores()  # alone on its cores: every one
     finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2,
+    reason="needs CPU affinity and two cores",
+)
+def test_cpu_threads_count_the_cores_the_process_may_run_on_not_the_machines():
+    """Under ``taskset``, SLURM's ``--cpus-per-task`` or a cpuset, a process may use fewer cores
+    than the machine has: one thread per allowed core, not per core of the machine."""
+    from types import SimpleNamespace
+
+    from vae_lightning.callbacks.threads import CpuThreads, usable_cores
+
+    before, allowed = torch.get_num_threads(), os.sched_getaffinity(0)
+    cpu = SimpleNamespace(root_device=torch.device("cpu"))
+    try:
+        os.sched_setaffinity(0, {min(allowed)})
+        assert usable_cores() == 1 < os.cpu_count()
+        torch.set_num_threads(os.cpu_count())
+        CpuThreads().setup(SimpleNamespace(strategy=cpu, world_size=1, num_nodes=1), None, "fit")
+        assert torch.get_num_threads() == 1
+    finally:
+        os.sched_setaffinity(0, allowed)
         torch.set_num_threads(before)
 
 

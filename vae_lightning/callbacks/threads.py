@@ -8,13 +8,22 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (what ``taskset``, SLURM's
+    ``--cpus-per-task`` or a container's cpuset leave it), not every core of the machine, which
+    ``os.cpu_count()`` counts. Threads beyond the allowed cores only wait for each other."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def parallel_jobs() -> int:
     """How many jobs of this sweep run at once on this machine (joblib's ``n_jobs``; 1 for other
     launchers)."""
     if not HydraConfig.initialized():
         return 1
     n_jobs = int(HydraConfig.get().launcher.get("n_jobs", 1) or 1)
-    return (os.cpu_count() or 1) if n_jobs < 0 else n_jobs
+    return usable_cores() if n_jobs < 0 else n_jobs
 
 
 def flush_denormals() -> None:
@@ -29,9 +38,10 @@ def flush_denormals() -> None:
 
 class CpuThreads(L.Callback):
     """Set torch's intra-op threads of each training process on a CPU: ``threads``, or (None) the
-    machine's cores divided by the processes sharing them - the parallel jobs of a joblib sweep
-    times this run's DDP ranks on the node. Without it each process spins one thread per core, and
-    two processes on two cores run many times slower than one after the other."""
+    cores it may use (``usable_cores``) divided by the processes sharing them - the parallel jobs
+    of a joblib sweep times this run's DDP ranks on the node. Without it each process spins one
+    thread per core, and two processes on two cores run many times slower than one after the
+    other."""
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads
@@ -45,4 +55,4 @@ class CpuThreads(L.Callback):
         # no CUDA, so fork safety is not at stake.
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
         sharing = parallel_jobs() * max(1, trainer.world_size // max(1, trainer.num_nodes))
-        torch.set_num_threads(self.threads or max(1, (os.cpu_count() or 1) // sharing))
+        torch.set_num_threads(self.threads or max(1, usable_cores() // sharing))
