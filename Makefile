@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
+# make test runs one pytest-xdist worker per core, each on a core of its own (tests/conftest.py)
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 
 .PHONY: install lint train eval sample summarize test test-fast bench tensorboard clean
 
@@ -31,10 +33,10 @@ lint: install
 	$(VENV)/bin/ruff format --check vae_lightning tests benchmarks
 
 test: install lint
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install
-	$(PY) -m pytest -q -ra -m "not slow"
+	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 bench: install
 	$(PY) benchmarks/bench_train.py $(ARGS)

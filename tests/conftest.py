@@ -9,6 +9,24 @@ from tests.launcher import command_env, run_python_module
 from vae_lightning.data.synthetic import make_mnist_root
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs one worker per core): each worker on cores of its
+    own, so that it and every process it starts (each sizes its torch threads from its CPU
+    affinity, callbacks/threads.py) never fight the other workers for a core."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    n = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if not (worker and n and hasattr(os, "sched_setaffinity")):
+        return
+    import torch
+
+    cores, i = sorted(os.sched_getaffinity(0)), int(worker.removeprefix("gw"))
+    mine = set(cores[i::n]) if n <= len(cores) else {cores[i % len(cores)]}
+    os.sched_setaffinity(0, mine)
+    torch.set_num_threads(len(mine))
+
+
 # real data for the few tests that train on it: $DATA_DIR, else the development checkouts' copy
 REAL_DATA = Path(os.environ.get("DATA_DIR") or REPO.parent / "shared" / "data")
 
