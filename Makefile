@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
-# make test runs one pytest-xdist worker per core, each on a core of its own (tests/conftest.py)
-TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
+# make test runs one pytest-xdist worker per core, each on cores of its own (tests/conftest.py);
+# at most 8: each holds torch and Lightning in memory twice (itself and its fork server)
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 8 ? n : 8 )))
 
 .PHONY: install lint train eval sample summarize test test-fast bench tensorboard clean
 
