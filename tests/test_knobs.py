@@ -4,6 +4,7 @@ extras."""
 import json
 import math
 import os
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -15,6 +16,7 @@ from torch.distributions import ContinuousBernoulli
 from tests.conftest import REPO
 from tests.test_config import check_config
 from tests.test_model import mlp
+from vae_lightning.callbacks.threads import CpuThreads, usable_cores
 from vae_lightning.data.mnist import MNISTDataModule
 from vae_lightning.errors import UserError
 from vae_lightning.models import VAE, likelihoods
@@ -236,21 +238,20 @@ def test_bad_knob_values_are_refused(override, match):
         check_config(cfg)
 
 
-def test_cpu_threads_are_shared_among_the_processes_on_the_machine():
-    from types import SimpleNamespace
-
-    from vae_lightning.callbacks.threads import CpuThreads, usable_cores
-
-    before = torch.get_num_threads()
+def cpu_trainer(world_size: int = 1) -> SimpleNamespace:
+    """What CpuThreads reads of a Trainer on one CPU node."""
     cpu = SimpleNamespace(root_device=torch.device("cpu"))
+    return SimpleNamespace(strategy=cpu, world_size=world_size, num_nodes=1)
+
+
+def test_cpu_threads_are_shared_among_the_processes_on_the_machine():
+    before = torch.get_num_threads()
     try:
-        CpuThreads().setup(SimpleNamespace(strategy=cpu, world_size=2, num_nodes=1), None, "fit")
+        CpuThreads().setup(cpu_trainer(world_size=2), None, "fit")
         assert torch.get_num_threads() == max(1, usable_cores() // 2)
-        CpuThreads(threads=3).setup(
-            SimpleNamespace(strategy=cpu, world_size=1, num_nodes=1), None, "fit"
-        )
+        CpuThreads(threads=3).setup(cpu_trainer(), None, "fit")
         assert torch.get_num_threads() == 3
-        CpuThreads().setup(SimpleNamespace(strategy=cpu, world_size=1, num_nodes=1), None, "fit")
+        CpuThreads().setup(cpu_trainer(), None, "fit")
         assert torch.get_num_threads() == usable_cores()  # alone on its cores: every one
     finally:
         torch.set_num_threads(before)
@@ -263,17 +264,12 @@ def test_cpu_threads_are_shared_among_the_processes_on_the_machine():
 def test_cpu_threads_count_the_cores_the_process_may_run_on_not_the_machines():
     """Under ``taskset``, SLURM's ``--cpus-per-task`` or a cpuset, a process may use fewer cores
     than the machine has: one thread per allowed core, not per core of the machine."""
-    from types import SimpleNamespace
-
-    from vae_lightning.callbacks.threads import CpuThreads, usable_cores
-
     before, allowed = torch.get_num_threads(), os.sched_getaffinity(0)
-    cpu = SimpleNamespace(root_device=torch.device("cpu"))
     try:
         os.sched_setaffinity(0, {min(allowed)})
         assert usable_cores() == 1 < os.cpu_count()
         torch.set_num_threads(os.cpu_count())
-        CpuThreads().setup(SimpleNamespace(strategy=cpu, world_size=1, num_nodes=1), None, "fit")
+        CpuThreads().setup(cpu_trainer(), None, "fit")
         assert torch.get_num_threads() == 1
     finally:
         os.sched_setaffinity(0, allowed)
